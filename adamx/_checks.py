@@ -1,0 +1,113 @@
+"""Construction-time validation of hyperparameters.
+
+Only *concrete* Python or NumPy numbers are checked: JAX arrays, NumPy arrays and tracers pass through
+untouched and are never converted to Python bools, so factories stay usable under ``jit``, ``vmap`` and
+``optax.inject_hyperparams`` (which call them with arrays or tracers). Every message has the form
+``adamx.<function>: <argument> must be <constraint>, got <value>``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def concrete_number(value: Any) -> float | None:
+  """The value as a float if it is a plain real number (Python or NumPy scalar), else None."""
+  if isinstance(value, (bool, np.bool_)):
+    return float(value)
+  if isinstance(value, numbers.Real) and not isinstance(value, (jax.Array, np.ndarray)):
+    return float(value)
+  return None
+
+
+def _fail(fn: str, name: str, constraint: str, value: Any, exc: type[Exception] = ValueError):
+  raise exc(f"adamx.{fn}: {name} must be {constraint}, got {value!r}")
+
+
+def check_type(fn: str, name: str, value: Any) -> None:
+  """A hyperparameter must be a real number or an array (or tracer)."""
+  if isinstance(value, (jax.Array, np.ndarray, np.generic)) or concrete_number(value) is not None:
+    if isinstance(value, complex) or np.iscomplexobj(value):
+      _fail(fn, name, "a real number or array", value, TypeError)
+    return
+  _fail(fn, name, "a real number or array", value, TypeError)
+
+
+def check_interval(fn: str, name: str, value: Any, low: float, high: float, *, closed_high: bool = False) -> None:
+  """``low <= value < high`` (or ``<= high``) for concrete numbers."""
+  check_type(fn, name, value)
+  x = concrete_number(value)
+  if x is None:
+    return
+  ok = low <= x <= high if closed_high else low <= x < high
+  if not ok:
+    _fail(fn, name, f"in [{low:g}, {high:g}{']' if closed_high else ')'}", value)
+
+
+def check_non_negative(fn: str, name: str, value: Any) -> None:
+  """A finite number ``>= 0`` for concrete numbers."""
+  check_type(fn, name, value)
+  x = concrete_number(value)
+  if x is not None and not (math.isfinite(x) and x >= 0):
+    _fail(fn, name, "a finite number >= 0", value)
+
+
+def check_scalar_or_schedule(fn: str, name: str, value: Any) -> None:
+  """A learning rate: a finite non-negative number, an array, or a callable ``count -> value``."""
+  if callable(value) and not isinstance(value, (jax.Array, np.ndarray)):
+    return
+  if not isinstance(value, (jax.Array, np.ndarray, np.generic)) and concrete_number(value) is None:
+    _fail(fn, name, "a number, an array or a schedule (a callable count -> value)", value, TypeError)
+  check_non_negative(fn, name, value)
+
+
+def check_choice(fn: str, name: str, value: Any, choices: Iterable[str]) -> None:
+  choices = tuple(choices)
+  if not isinstance(value, str) or value not in choices:
+    _fail(fn, name, "one of " + ", ".join(repr(c) for c in choices), value)
+
+
+def check_bool(fn: str, name: str, value: Any) -> None:
+  if not isinstance(value, (bool, np.bool_)):
+    _fail(fn, name, "a Python bool", value, TypeError)
+
+
+def check_steps(fn: str, name: str, value: Any) -> None:
+  """A step count: a non-negative integer (an integral float such as ``1e4`` is accepted)."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    _fail(fn, name, "a non-negative integer", value, TypeError)
+  if not (math.isfinite(float(value)) and float(value) == int(value) and value >= 0):
+    _fail(fn, name, "a non-negative integer", value)
+
+
+def check_mask(fn: str, mask: Any) -> None:
+  if mask is None or callable(mask):
+    return
+  if not jax.tree.leaves(mask):
+    _fail(fn, "mask", "None, a callable params -> pytree of bools, or a non-empty pytree of bools", mask, TypeError)
+
+
+def canonicalize_dtype(fn: str, name: str, dtype: Any) -> np.dtype | None:
+  """``None`` or a real floating dtype (float16, bfloat16, float32, float64)."""
+  if dtype is None:
+    return None
+  try:
+    dt = jnp.dtype(dtype)
+  except TypeError:
+    _fail(fn, name, "None or a real floating dtype such as jnp.float32 or jnp.bfloat16", dtype)
+  if not jnp.issubdtype(dt, jnp.floating):
+    _fail(fn, name, "None or a real floating dtype such as jnp.float32 or jnp.bfloat16", dtype)
+  return dt
+
+
+def check_all(fn: str, checks: Iterable[tuple[Callable[..., None], str, Any]]) -> None:
+  """Run ``check(fn, name, value)`` for each ``(check, name, value)``."""
+  for check, name, value in checks:
+    check(fn, name, value)

@@ -1,0 +1,1 @@
+"""One module per algorithm family. Public names are re-exported by ``adamx``."""

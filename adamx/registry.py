@@ -1,0 +1,153 @@
+"""The registry: one table of every adamx optimizer, read by the tests, ``python -m adamx check`` and the docs.
+
+Each :class:`OptimizerSpec` names the factory and its ``scale_by_`` transform, the hyperparameter ranges worth
+sampling, the keyword variants worth covering, capabilities, and how to build the same optimizer in optax and in
+PyTorch. Counterpart builders receive the ``optax``/``torch`` module as an argument, so importing the registry
+imports neither. A builder returns ``None`` when a configuration has no counterpart in that library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from types import MappingProxyType, ModuleType
+from typing import Any
+
+import numpy as np
+
+from adamx._base import GradientTransformation
+from adamx.optimizers import _adam
+
+#: ``name -> (low, high, log_uniform)`` ranges for random hyperparameters, shared by the Adam family.
+ADAM_SPACE = MappingProxyType({
+    "learning_rate": (1e-4, 3e-2, True),
+    "b1": (0.5, 0.99, False),
+    "b2": (0.9, 0.9999, False),
+    "eps": (1e-10, 1e-6, True),
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+  """One optimizer: how to build it, what to sample, what it supports, and its counterparts.
+
+  Attributes:
+    name: public name, ``adamx.<name>``.
+    factory: the optimizer, ``factory(learning_rate=..., **kwargs)``.
+    scale_by: its ``scale_by_`` transform (no learning rate).
+    space: ranges of the hyperparameters sampled by :meth:`sample`.
+    variants: keyword sets that select a convention (each is checked on its own).
+    supports_complex: whether complex parameters are supported.
+    needs_params: whether ``update`` needs ``params`` in the default configuration.
+    optax: ``optax(optax_module, kwargs) -> optax transform or None``.
+    torch: ``torch(torch_module, kwargs) -> (optimizer class, optimizer kwargs) or None``.
+  """
+
+  name: str
+  factory: Callable[..., GradientTransformation]
+  scale_by: Callable[..., GradientTransformation]
+  space: Mapping[str, tuple[float, float, bool]]
+  variants: tuple[Mapping[str, Any], ...] = ({},)
+  supports_complex: bool = True
+  needs_params: bool = False
+  optax: Callable[[ModuleType, dict[str, Any]], Any] | None = None
+  torch: Callable[[ModuleType, dict[str, Any]], tuple[type, dict[str, Any]] | None] | None = None
+
+  def defaults(self) -> dict[str, Any]:
+    """The factory's keyword defaults."""
+    return {k: p.default for k, p in inspect.signature(self.factory).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+  def full_kwargs(self, **kwargs: Any) -> dict[str, Any]:
+    """The factory's defaults updated with ``kwargs`` (what counterpart builders receive)."""
+    unknown = set(kwargs) - set(self.defaults())
+    if unknown:
+      raise TypeError(f"adamx.registry: {self.name} has no argument(s) {sorted(unknown)}")
+    return {**self.defaults(), **kwargs}
+
+  def sample(self, rng: np.random.Generator) -> dict[str, float]:
+    """Random hyperparameters from :attr:`space`."""
+    out = {}
+    for k, (low, high, log) in self.space.items():
+      out[k] = float(math.exp(rng.uniform(math.log(low), math.log(high))) if log else rng.uniform(low, high))
+    return out
+
+
+def _optax_moment_kwargs(kw: dict[str, Any]) -> dict[str, Any] | None:
+  if kw["nu_dtype"] is not None:  # optax has no nu_dtype
+    return None
+  return dict(b1=kw["b1"], b2=kw["b2"], eps=kw["eps"], eps_root=kw["eps_root"], mu_dtype=kw["mu_dtype"])
+
+
+def _with_optax_l2(optax: ModuleType, kw: dict[str, Any], tx: Any) -> Any:
+  return optax.chain(optax.add_decayed_weights(kw["weight_decay"]), tx) if kw["weight_decay"] else tx
+
+
+def _optax_adam(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  m = _optax_moment_kwargs(kw)
+  return None if m is None else _with_optax_l2(optax, kw, optax.adam(kw["learning_rate"], nesterov=kw["nesterov"], **m))
+
+
+def _optax_adamw(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  m = _optax_moment_kwargs(kw)
+  if m is None:
+    return None
+  return optax.adamw(kw["learning_rate"], weight_decay=kw["weight_decay"], mask=kw["mask"], nesterov=kw["nesterov"],
+                     **m)
+
+
+def _optax_amsgrad(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  m = _optax_moment_kwargs(kw)
+  if m is None or kw["max_over"] != "corrected":
+    return None
+  return _with_optax_l2(optax, kw, optax.amsgrad(kw["learning_rate"], **m))
+
+
+def _torch_plain(kw: dict[str, Any]) -> bool:
+  """Whether ``kw`` is expressible in ``torch.optim``: constant rate, no eps_root, default dtypes, no Nesterov."""
+  return (not callable(kw["learning_rate"]) and kw["eps_root"] == 0 and kw["mu_dtype"] is None
+          and kw["nu_dtype"] is None and not kw.get("nesterov", False) and kw.get("mask") is None)
+
+
+def _torch_adam(torch: ModuleType, kw: dict[str, Any]):
+  if not _torch_plain(kw):
+    return None
+  return torch.optim.Adam, dict(lr=kw["learning_rate"], betas=(kw["b1"], kw["b2"]), eps=kw["eps"],
+                                weight_decay=kw["weight_decay"])
+
+
+def _torch_adamw(torch: ModuleType, kw: dict[str, Any]):
+  if not _torch_plain(kw):
+    return None
+  return torch.optim.AdamW, dict(lr=kw["learning_rate"], betas=(kw["b1"], kw["b2"]), eps=kw["eps"],
+                                 weight_decay=kw["weight_decay"])
+
+
+def _torch_amsgrad(torch: ModuleType, kw: dict[str, Any]):
+  if not _torch_plain(kw) or kw["max_over"] != "raw":
+    return None
+  return torch.optim.Adam, dict(lr=kw["learning_rate"], betas=(kw["b1"], kw["b2"]), eps=kw["eps"],
+                                weight_decay=kw["weight_decay"], amsgrad=True)
+
+
+_L2_SPACE = MappingProxyType({**ADAM_SPACE, "weight_decay": (0.0, 0.1, False)})
+
+OPTIMIZERS: tuple[OptimizerSpec, ...] = (
+    OptimizerSpec("adam", _adam.adam, _adam.scale_by_adam, _L2_SPACE,
+                  variants=({}, {"nesterov": True}), optax=_optax_adam, torch=_torch_adam),
+    OptimizerSpec("adamw", _adam.adamw, _adam.scale_by_adam, _L2_SPACE,
+                  variants=({}, {"nesterov": True}), needs_params=True, optax=_optax_adamw, torch=_torch_adamw),
+    OptimizerSpec("amsgrad", _adam.amsgrad, _adam.scale_by_amsgrad, _L2_SPACE,
+                  variants=({"max_over": "corrected"}, {"max_over": "raw"}), optax=_optax_amsgrad,
+                  torch=_torch_amsgrad),
+)
+
+
+def get(name: str) -> OptimizerSpec:
+  """The spec of optimizer ``name``; a KeyError lists the known names."""
+  for spec in OPTIMIZERS:
+    if spec.name == name:
+      return spec
+  raise KeyError(f"adamx.registry: no optimizer {name!r}; known: {', '.join(s.name for s in OPTIMIZERS)}")
