@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -36,102 +35,129 @@ class Row:
   status: str  # "pass", "FAIL", or "skipped: <why>"
 
 
-def example_params(rng: np.random.Generator, *, complex_leaf: bool = True) -> dict[str, Any]:
-  """A small mixed pytree: nested dict/list/tuple, scalar, 1-D, 2-D and 3-D float32 leaves (+ complex64)."""
+def example_params(rng: np.random.Generator, *, bf16: bool = False, complex_leaf: bool = True,
+                   real_dtype: Any = np.float32) -> dict[str, Any]:
+  """A small mixed pytree: nested dict/list/tuple with scalar, 1-D, 2-D and 3-D leaves of ``real_dtype``,
+  optionally a bfloat16 leaf and a complex leaf (complex128 when ``real_dtype`` is float64, else complex64)."""
   params = {
       "dense": {"w": rng.normal(size=(4, 3)), "b": rng.normal(size=(3,))},
       "blocks": [rng.normal(size=(2, 3, 2)), (rng.normal(size=()), rng.normal(size=(5,)))],
   }
-  params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+  params = jax.tree.map(lambda x: jnp.asarray(x, real_dtype), params)
+  if bf16:
+    params["half"] = jnp.asarray(rng.normal(size=(6,)), jnp.bfloat16)
   if complex_leaf:
-    params["phase"] = (rng.normal(size=(3,)) + 1j * rng.normal(size=(3,))).astype(np.complex64)
+    ctype = np.complex128 if np.dtype(real_dtype) == np.float64 else np.complex64
+    params["phase"] = jnp.asarray(rng.normal(size=(3,)) + 1j * rng.normal(size=(3,)), ctype)
   return params
 
 
-def random_like(rng: np.random.Generator, tree: Any) -> Any:
+def random_like(rng: np.random.Generator, tree: Any, scale: float = 1.0) -> Any:
+  """Seeded standard-normal values shaped and typed like ``tree`` (complex leaves get a complex draw)."""
+
   def draw(x):
-    g = rng.normal(size=x.shape)
-    if np.iscomplexobj(x):
-      g = g + 1j * rng.normal(size=x.shape)
-    return np.asarray(g, x.dtype)
+    g = rng.normal(size=jnp.shape(x)) * scale
+    if jnp.iscomplexobj(x):
+      g = g + 1j * rng.normal(size=jnp.shape(x)) * scale
+    return jnp.asarray(g, jnp.result_type(x))
 
   return jax.tree.map(draw, tree)
 
 
+def to_numpy(tree: Any) -> Any:
+  """float64 / complex128 NumPy copies of the leaves (bfloat16 converts exactly)."""
+  return jax.tree.map(lambda x: np.asarray(x, np.complex128 if jnp.iscomplexobj(x) else np.float64), tree)
+
+
 def rel_err(a: Any, b: Any) -> float:
-  """Largest normwise relative difference over the leaves: ``max|a - b| / max(max|b|, 1e-30)``."""
-  errs = [float(np.max(np.abs(np.asarray(x, np.complex128) - np.asarray(y, np.complex128))))
-          / max(float(np.max(np.abs(np.asarray(y, np.complex128)))), 1e-30)
-          for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)) if np.size(y)]
+  """Largest normwise relative difference over the leaves: ``max|a - b| / max|b|`` (all-zero leaves: absolute)."""
+  errs = [float(np.max(np.abs(x - y))) / max(float(np.max(np.abs(y))), 1e-30)
+          for x, y in zip(jax.tree.leaves(to_numpy(a)), jax.tree.leaves(to_numpy(b)), strict=True) if np.size(y)]
   return max(errs, default=0.0)
 
 
-def _adam_state(state: Any) -> Any:
-  """The moment state inside an optimizer's chain state: the first entry that has a ``mu`` field."""
+def moments(state: Any) -> dict[str, Any]:
+  """The moment fields (``mu``, ``nu``, ``nu_max``) of the first moment state inside a (chain) state.
+
+  optax keeps the second moment of a complex leaf as a complex array with zero imaginary part; it is returned as
+  its real part, so adamx and optax states compare leaf for leaf.
+  """
   for s in jax.tree.leaves(state, is_leaf=lambda x: hasattr(x, "mu")):
     if hasattr(s, "mu"):
-      return s
-  raise ValueError("no moment state found")
+      return {k: getattr(s, k) if k == "mu" else jax.tree.map(jnp.real, getattr(s, k))
+              for k in ("mu", "nu", "nu_max") if hasattr(s, k)}
+  raise ValueError("no moment state (a NamedTuple with a mu field) in the optimizer state")
 
 
-def _moments(state: Any) -> dict[str, Any]:
-  s = _adam_state(state)
-  return {k: getattr(s, k) for k in ("mu", "nu", "nu_max") if hasattr(s, k)}
+Step = tuple[Any, Any, dict[str, Any], dict[str, Any]]
 
 
-def trajectory_vs_optax(spec: registry.OptimizerSpec, kwargs: dict[str, Any], steps: int, seed: int,
-                        optax: Any) -> float | None:
-  full = spec.full_kwargs(**kwargs)
-  otx = spec.optax(optax, full)
+def optax_trajectory(spec: registry.OptimizerSpec, kwargs: dict[str, Any], params: Any, grads: Iterable[Any],
+                     optax: Any) -> Iterator[Step] | None:
+  """Run adamx and its optax counterpart side by side; yield ``(params, optax params, moments, optax moments)``
+  after every step, or return None if ``kwargs`` has no optax counterpart."""
+  otx = spec.optax(optax, spec.full_kwargs(**kwargs))
   if otx is None:
     return None
-  rng = np.random.default_rng(seed)
-  params = example_params(rng, complex_leaf=spec.supports_complex)
   tx = spec.factory(**kwargs)
-  p1, s1, p2, s2 = params, tx.init(params), params, otx.init(params)
-  step1, step2 = jax.jit(tx.update), jax.jit(otx.update)
-  err = 0.0
-  for _ in range(steps):
-    g = random_like(rng, params)
-    u1, s1 = step1(g, s1, p1)
-    u2, s2 = step2(g, s2, p2)
-    p1, p2 = _base.apply_updates(p1, u1), optax.apply_updates(p2, u2)
-    # optax keeps the second moment of a complex leaf as a complex array with zero imaginary part.
-    theirs = {k: v if k == "mu" else jax.tree.map(jnp.real, v) for k, v in _moments(s2).items()}
-    err = max(err, rel_err(p1, p2), rel_err(_moments(s1), theirs))
-  return err
+
+  def steps():
+    p1, s1, p2, s2 = params, tx.init(params), params, otx.init(params)
+    step1, step2 = jax.jit(tx.update), jax.jit(otx.update)
+    for g in grads:
+      u1, s1 = step1(g, s1, p1)
+      u2, s2 = step2(g, s2, p2)
+      p1, p2 = _base.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+      yield p1, p2, moments(s1), moments(s2)
+
+  return steps()
 
 
-def trajectory_vs_torch(spec: registry.OptimizerSpec, kwargs: dict[str, Any], steps: int, seed: int,
-                        torch: Any) -> float | None:
-  full = spec.full_kwargs(**kwargs)
-  made = spec.torch(torch, full)
+_TORCH_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq", "nu_max": "max_exp_avg_sq"}
+
+
+def torch_trajectory(spec: registry.OptimizerSpec, kwargs: dict[str, Any], params: Any, grads: Iterable[Any],
+                     torch: Any, lr_lambda: Callable[[int], float] | None = None) -> Iterator[Step] | None:
+  """As :func:`optax_trajectory`, against ``torch.optim`` (``lr_lambda``: an optional ``LambdaLR`` multiplier, the
+  torch side of a schedule). Returns None if ``kwargs`` has no torch counterpart."""
+  made = spec.torch(torch, spec.full_kwargs(**kwargs))
   if made is None:
     return None
   cls, torch_kwargs = made
-  rng = np.random.default_rng(seed)
-  # torch treats complex tensors as pairs of reals (see adamx.adam), so the torch comparison uses real leaves only.
-  params = example_params(rng, complex_leaf=False)
-  leaves, treedef = jax.tree.flatten(params)
-  tparams = [torch.tensor(np.array(x), requires_grad=True) for x in leaves]
-  opt = cls(tparams, **torch_kwargs)
   tx = spec.factory(**kwargs)
-  p, s = params, tx.init(params)
-  step = jax.jit(tx.update)
-  err = 0.0
-  for _ in range(steps):
-    g = random_like(rng, params)
-    for tp, gl in zip(tparams, jax.tree.leaves(g)):
-      tp.grad = torch.tensor(np.array(gl))
-    opt.step()
-    u, s = step(g, s, p)
-    p = _base.apply_updates(p, u)
-    torch_p = treedef.unflatten([tp.detach().numpy() for tp in tparams])
-    names = {"mu": "exp_avg", "nu": "exp_avg_sq", "nu_max": "max_exp_avg_sq"}
-    ours = _moments(s)
-    theirs = {k: treedef.unflatten([opt.state[tp][names[k]].numpy() for tp in tparams]) for k in ours}
-    err = max(err, rel_err(p, torch_p), rel_err(ours, theirs))
-  return err
+
+  def steps():
+    leaves, treedef = jax.tree.flatten(params)
+    tparams = [torch.tensor(np.array(x), requires_grad=True) for x in leaves]
+    opt = cls(tparams, **torch_kwargs)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda) if lr_lambda else None
+    p, s = params, tx.init(params)
+    step = jax.jit(tx.update)
+    for g in grads:
+      for tp, gl in zip(tparams, jax.tree.leaves(g)):
+        tp.grad = torch.tensor(np.array(gl))
+      opt.step()
+      if sched:
+        sched.step()
+      u, s = step(g, s, p)
+      p = _base.apply_updates(p, u)
+      ours = moments(s)
+      theirs = {k: treedef.unflatten([opt.state[tp][_TORCH_STATE[k]].detach().numpy() for tp in tparams])
+                for k in ours}
+      yield p, treedef.unflatten([tp.detach().numpy() for tp in tparams]), ours, theirs
+
+  return steps()
+
+
+def max_trajectory_err(trajectory: Iterator[Step] | None) -> float | None:
+  if trajectory is None:
+    return None
+  return max((max(rel_err(p1, p2), rel_err(m1, m2)) for p1, p2, m1, m2 in trajectory), default=0.0)
+
+
+def _grads(seed: int, params: Any, steps: int) -> Iterator[Any]:
+  rng = np.random.default_rng(seed)
+  return (random_like(rng, params) for _ in range(steps))
 
 
 def run(steps: int = 50, seed: int = 0, names: Sequence[str] | None = None,
@@ -151,13 +177,16 @@ def run(steps: int = 50, seed: int = 0, names: Sequence[str] | None = None,
     for i, variant in enumerate(spec.variants):
       kwargs = {**spec.sample(np.random.default_rng(seed + i)), **variant}
       label = ", ".join(f"{k}={v!r}" for k, v in variant.items()) or "default"
-      for lib, fn in (("optax", trajectory_vs_optax), ("torch", trajectory_vs_torch)):
+      for lib, trajectory in (("optax", optax_trajectory), ("torch", torch_trajectory)):
         if getattr(spec, lib) is None:
           continue
         if libs[lib] is None:
           rows.append(Row(spec.name, label, lib, None, f"skipped: {lib} is not installed"))
           continue
-        err = fn(spec, kwargs, steps, seed + i, libs[lib])
+        # torch treats complex tensors as pairs of reals (see adamx.adam): its comparison uses real leaves only.
+        rng = np.random.default_rng(seed + i)
+        params = example_params(rng, complex_leaf=spec.supports_complex and lib == "optax")
+        err = max_trajectory_err(trajectory(spec, kwargs, params, _grads(seed + i, params, steps), libs[lib]))
         if err is None:
           continue  # this variant has no counterpart in lib
         rows.append(Row(spec.name, label, lib, err, "pass" if err <= TOLERANCE else "FAIL"))
