@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import jax
@@ -31,41 +31,44 @@ def _fail(fn: str, name: str, constraint: str, value: Any, exc: type[Exception] 
   raise exc(f"adamx.{fn}: {name} must be {constraint}, got {value!r}")
 
 
-def check_type(fn: str, name: str, value: Any) -> None:
-  """A hyperparameter must be a real number or an array (or tracer)."""
-  if isinstance(value, (jax.Array, np.ndarray, np.generic)) or concrete_number(value) is not None:
-    if isinstance(value, complex) or np.iscomplexobj(value):
-      _fail(fn, name, "a real number or array", value, TypeError)
-    return
-  _fail(fn, name, "a real number or array", value, TypeError)
+def check_type(fn: str, name: str, value: Any) -> Any:
+  """A hyperparameter must be a real number or an array (or tracer); returns it, real part taken for arrays.
+
+  Arrays are never rejected: ``optax.inject_hyperparams`` may hand over a hyperparameter as an array of the
+  params' dtype, complex64 included, whose imaginary part is zero; only its real part is meaningful.
+  """
+  if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+    return jnp.real(value) if jnp.iscomplexobj(value) else value
+  if concrete_number(value) is None:
+    _fail(fn, name, "a real number or array", value, TypeError)
+  return value
 
 
-def check_interval(fn: str, name: str, value: Any, low: float, high: float, *, closed_high: bool = False) -> None:
-  """``low <= value < high`` (or ``<= high``) for concrete numbers."""
-  check_type(fn, name, value)
+def check_interval(fn: str, name: str, value: Any, low: float, high: float) -> Any:
+  """``low <= value < high`` for concrete numbers; returns the value as :func:`check_type` does."""
+  value = check_type(fn, name, value)
   x = concrete_number(value)
-  if x is None:
-    return
-  ok = low <= x <= high if closed_high else low <= x < high
-  if not ok:
-    _fail(fn, name, f"in [{low:g}, {high:g}{']' if closed_high else ')'}", value)
+  if x is not None and not low <= x < high:
+    _fail(fn, name, f"in [{low:g}, {high:g})", value)
+  return value
 
 
-def check_non_negative(fn: str, name: str, value: Any) -> None:
-  """A finite number ``>= 0`` for concrete numbers."""
-  check_type(fn, name, value)
+def check_non_negative(fn: str, name: str, value: Any) -> Any:
+  """A finite number ``>= 0`` for concrete numbers; returns the value as :func:`check_type` does."""
+  value = check_type(fn, name, value)
   x = concrete_number(value)
   if x is not None and not (math.isfinite(x) and x >= 0):
     _fail(fn, name, "a finite number >= 0", value)
+  return value
 
 
-def check_scalar_or_schedule(fn: str, name: str, value: Any) -> None:
-  """A learning rate: a finite non-negative number, an array, or a callable ``count -> value``."""
+def check_scalar_or_schedule(fn: str, name: str, value: Any) -> Any:
+  """A learning rate: a finite non-negative number, an array, or a callable ``count -> value``; returns it."""
   if callable(value) and not isinstance(value, (jax.Array, np.ndarray)):
-    return
+    return value
   if not isinstance(value, (jax.Array, np.ndarray, np.generic)) and concrete_number(value) is None:
     _fail(fn, name, "a number, an array or a schedule (a callable count -> value)", value, TypeError)
-  check_non_negative(fn, name, value)
+  return check_non_negative(fn, name, value)
 
 
 def check_choice(fn: str, name: str, value: Any, choices: Iterable[str]) -> None:
@@ -105,9 +108,3 @@ def canonicalize_dtype(fn: str, name: str, dtype: Any) -> np.dtype | None:
   if not jnp.issubdtype(dt, jnp.floating):
     _fail(fn, name, "None or a real floating dtype such as jnp.float32 or jnp.bfloat16", dtype)
   return dt
-
-
-def check_all(fn: str, checks: Iterable[tuple[Callable[..., None], str, Any]]) -> None:
-  """Run ``check(fn, name, value)`` for each ``(check, name, value)``."""
-  for check, name, value in checks:
-    check(fn, name, value)

@@ -47,11 +47,10 @@ class ScaleByAmsgradState(NamedTuple):
 
 
 def _validate(fn: str, b1: Any, b2: Any, eps: Any, eps_root: Any, mu_dtype: Any, nu_dtype: Any) -> tuple:
-  _checks.check_interval(fn, "b1", b1, 0.0, 1.0)
-  _checks.check_interval(fn, "b2", b2, 0.0, 1.0)
-  _checks.check_non_negative(fn, "eps", eps)
-  _checks.check_non_negative(fn, "eps_root", eps_root)
-  return _checks.canonicalize_dtype(fn, "mu_dtype", mu_dtype), _checks.canonicalize_dtype(fn, "nu_dtype", nu_dtype)
+  """The validated, canonical ``(b1, b2, eps, eps_root, mu_dtype, nu_dtype)``; errors name ``fn``."""
+  return (_checks.check_interval(fn, "b1", b1, 0.0, 1.0), _checks.check_interval(fn, "b2", b2, 0.0, 1.0),
+          _checks.check_non_negative(fn, "eps", eps), _checks.check_non_negative(fn, "eps_root", eps_root),
+          _checks.canonicalize_dtype(fn, "mu_dtype", mu_dtype), _checks.canonicalize_dtype(fn, "nu_dtype", nu_dtype))
 
 
 def _init_moments(fn: str, params: Any, mu_dtype: Any, nu_dtype: Any) -> tuple[jax.Array, Any, Any]:
@@ -112,7 +111,7 @@ def scale_by_adam(
     A :class:`adamx.GradientTransformation` with :class:`ScaleByAdamState`.
   """
   fn = "scale_by_adam"
-  mu_dtype, nu_dtype = _validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+  b1, b2, eps, eps_root, mu_dtype, nu_dtype = _validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
   _checks.check_bool(fn, "nesterov", nesterov)
 
   def init(params):
@@ -161,7 +160,7 @@ def scale_by_amsgrad(
     A :class:`adamx.GradientTransformation` with :class:`ScaleByAmsgradState`.
   """
   fn = "scale_by_amsgrad"
-  mu_dtype, nu_dtype = _validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+  b1, b2, eps, eps_root, mu_dtype, nu_dtype = _validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
   _checks.check_choice(fn, "max_over", max_over, MAX_OVER)
 
   def init(params):

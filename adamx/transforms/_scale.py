@@ -39,7 +39,7 @@ def scale(step_size: jax.typing.ArrayLike) -> GradientTransformation:
     >>> import adamx
     >>> tx = adamx.chain(adamx.scale_by_adam(), adamx.scale(-1e-3))  # the same as adamx.adam(1e-3)
   """
-  _checks.check_type("scale", "step_size", step_size)
+  step_size = _checks.check_type("scale", "step_size", step_size)
 
   def init(params):
     del params
@@ -71,7 +71,7 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> GradientTransform
     >>> lr = adamx.warmup_cosine_schedule(0.0, 1e-3, warmup_steps=100, decay_steps=1_000)
     >>> tx = adamx.chain(adamx.scale_by_adam(), adamx.scale_by_learning_rate(lr))
   """
-  _checks.check_scalar_or_schedule("scale_by_learning_rate", "learning_rate", learning_rate)
+  learning_rate = _checks.check_scalar_or_schedule("scale_by_learning_rate", "learning_rate", learning_rate)
   if not callable(learning_rate):
     return scale(-learning_rate)
 

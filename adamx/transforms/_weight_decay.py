@@ -22,7 +22,7 @@ Mask = Union[Any, Callable[[Any], Any]]
 
 
 def _add_scaled_params(fn: str, weight_decay: jax.typing.ArrayLike, mask: Mask) -> GradientTransformation:
-  _checks.check_non_negative(fn, "weight_decay", weight_decay)
+  weight_decay = _checks.check_non_negative(fn, "weight_decay", weight_decay)
   _checks.check_mask(fn, mask)
   # A concrete zero decay is a no-op; skipping it keeps the step from reading params for nothing (XLA cannot
   # drop ``u + 0 * p`` because of NaN/Inf semantics). The state is EmptyState either way.
