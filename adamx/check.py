@@ -69,9 +69,13 @@ def to_numpy(tree: Any) -> Any:
   return jax.tree.map(lambda x: np.asarray(x, np.complex128 if jnp.iscomplexobj(x) else np.float64), tree)
 
 
-def rel_err(a: Any, b: Any) -> float:
-  """Largest normwise relative difference over the leaves: ``max|a - b| / max|b|`` (all-zero leaves: absolute)."""
-  errs = [float(np.max(np.abs(x - y))) / max(float(np.max(np.abs(y))), 1e-30)
+def rel_err(a: Any, b: Any, scale: float = 0.0) -> float:
+  """Largest normwise relative difference over the leaves, ``max|a - b| / max(max|b|, scale)``.
+
+  ``scale`` is the typical magnitude of the quantity: a leaf whose values all happen to be near zero (a scalar
+  momentum crossing zero) is measured against it rather than against itself.
+  """
+  errs = [float(np.max(np.abs(x - y))) / max(float(np.max(np.abs(y))), scale, 1e-30)
           for x, y in zip(jax.tree.leaves(to_numpy(a)), jax.tree.leaves(to_numpy(b)), strict=True) if np.size(y)]
   return max(errs, default=0.0)
 
@@ -150,9 +154,12 @@ def torch_trajectory(spec: registry.OptimizerSpec, kwargs: dict[str, Any], param
 
 
 def max_trajectory_err(trajectory: Iterator[Step] | None) -> float | None:
+  """The largest :func:`rel_err` of params and moments over a trajectory, measured against the O(1) scale of the
+  unit-normal params and gradients of :func:`example_params` and :func:`random_like`."""
   if trajectory is None:
     return None
-  return max((max(rel_err(p1, p2), rel_err(m1, m2)) for p1, p2, m1, m2 in trajectory), default=0.0)
+  return max((max(rel_err(p1, p2, scale=1.0), rel_err(m1, m2, scale=1.0)) for p1, p2, m1, m2 in trajectory),
+             default=0.0)
 
 
 def _grads(seed: int, params: Any, steps: int) -> Iterator[Any]:

@@ -26,17 +26,12 @@ def mixed_params(rng: np.random.Generator, *, bf16: bool = True, complex_leaf: b
 
 
 def assert_close(actual: Any, expected: Any, rtol: float, what: str = "", scale: float = 0.0) -> None:
-  """Leafwise normwise relative comparison ``max|a - e| / max(max|e|, scale) <= rtol``, naming the failing leaf.
-
-  ``scale`` is the typical magnitude of the quantity: a leaf whose values all happen to be near zero (a scalar
-  momentum crossing zero) is then measured against that magnitude instead of its own.
-  """
+  """Leaf by leaf, ``max|a - e| / max(max|e|, scale) <= rtol`` (see ``adamx.check.rel_err``), naming the failing
+  leaf."""
   assert jax.tree.structure(actual) == jax.tree.structure(expected), (what, jax.tree.structure(actual),
                                                                       jax.tree.structure(expected))
   paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(expected)[0]]
-  for path, x, y in zip(paths, jax.tree.leaves(to_numpy(actual)), jax.tree.leaves(to_numpy(expected))):
+  for path, x, y in zip(paths, jax.tree.leaves(actual), jax.tree.leaves(expected)):
     assert np.shape(x) == np.shape(y), (what, path, np.shape(x), np.shape(y))
-    if not np.size(y):
-      continue
-    err = float(np.max(np.abs(x - y))) / max(float(np.max(np.abs(y))), scale, 1e-30)
+    err = rel_err(x, y, scale)
     assert err <= rtol, f"{what}{path}: normwise relative error {err:.3e} > {rtol:.1e}"
