@@ -19,12 +19,10 @@ import numpy as np
 
 
 def concrete_number(value: Any) -> float | None:
-  """The value as a float if it is a plain real number (Python or NumPy scalar), else None."""
-  if isinstance(value, (bool, np.bool_)):
-    return float(value)
-  if isinstance(value, numbers.Real) and not isinstance(value, (jax.Array, np.ndarray)):
-    return float(value)
-  return None
+  """The value as a float if it is a plain real number (Python or NumPy scalar, not a bool), else None."""
+  if isinstance(value, (bool, np.bool_, jax.Array, np.ndarray)) or not isinstance(value, numbers.Real):
+    return None
+  return float(value)
 
 
 def _fail(fn: str, name: str, constraint: str, value: Any, exc: type[Exception] = ValueError):
@@ -32,12 +30,15 @@ def _fail(fn: str, name: str, constraint: str, value: Any, exc: type[Exception] 
 
 
 def check_type(fn: str, name: str, value: Any) -> Any:
-  """A hyperparameter must be a real number or an array (or tracer); returns it, real part taken for arrays.
+  """A hyperparameter must be a real number or a numeric array (or tracer); returns it, real part taken for arrays.
 
-  Arrays are never rejected: ``optax.inject_hyperparams`` may hand over a hyperparameter as an array of the
-  params' dtype, complex64 included, whose imaginary part is zero; only its real part is meaningful.
+  Arrays are never rejected for their values: ``optax.inject_hyperparams`` may hand over a hyperparameter as an
+  array of the params' dtype, complex64 included, whose imaginary part is zero; only its real part is meaningful.
+  Bools, strings and concrete complex numbers are type errors.
   """
-  if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+  if isinstance(value, (jax.Array, np.ndarray)):
+    if not jnp.issubdtype(value.dtype, jnp.number):
+      _fail(fn, name, "a real number or a numeric array", value, TypeError)
     return jnp.real(value) if jnp.iscomplexobj(value) else value
   if concrete_number(value) is None:
     _fail(fn, name, "a real number or array", value, TypeError)
@@ -82,19 +83,40 @@ def check_bool(fn: str, name: str, value: Any) -> None:
     _fail(fn, name, "a Python bool", value, TypeError)
 
 
-def check_steps(fn: str, name: str, value: Any) -> None:
-  """A step count: a non-negative integer (an integral float such as ``1e4`` is accepted)."""
+def check_steps(fn: str, name: str, value: Any) -> int:
+  """A step count: a non-negative integer (an integral float such as ``1e4``, or a concrete 0-d integer array);
+  returns it as an int."""
+  if isinstance(value, (jax.Array, np.ndarray)) and value.ndim == 0 and jnp.issubdtype(value.dtype, jnp.integer):
+    try:
+      value = int(value)
+    except TypeError:  # a tracer: step counts shape the schedule and must be concrete
+      _fail(fn, name, "a concrete non-negative integer", value, TypeError)
   if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
     _fail(fn, name, "a non-negative integer", value, TypeError)
   if not (math.isfinite(float(value)) and float(value) == int(value) and value >= 0):
     _fail(fn, name, "a non-negative integer", value)
+  return int(value)
+
+
+def is_mask_leaf(m: Any) -> bool:
+  """A bool, or a bool array (elementwise mask)."""
+  return isinstance(m, (bool, np.bool_)) or (hasattr(m, "dtype") and jnp.issubdtype(m.dtype, jnp.bool_))
+
+
+def check_mask_leaves(fn: str, mask_tree: Any) -> None:
+  for path, m in jax.tree_util.tree_flatten_with_path(mask_tree)[0]:
+    if not is_mask_leaf(m):
+      raise TypeError(f"adamx.{fn}: mask must be a pytree of bools or bool arrays, got {mask_tree!r} "
+                      f"(leaf {jax.tree_util.keystr(path) or '<root>'} is {m!r})")
 
 
 def check_mask(fn: str, mask: Any) -> None:
+  """``None``, a callable ``params -> pytree of bools``, or a non-empty pytree of bools (checked now)."""
   if mask is None or callable(mask):
     return
   if not jax.tree.leaves(mask):
     _fail(fn, "mask", "None, a callable params -> pytree of bools, or a non-empty pytree of bools", mask, TypeError)
+  check_mask_leaves(fn, mask)
 
 
 def canonicalize_dtype(fn: str, name: str, dtype: Any) -> np.dtype | None:

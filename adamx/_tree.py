@@ -7,7 +7,8 @@ The dtype contract of adamx lives here:
   an average of ``|g|^2``);
 * arithmetic runs in the *compute dtype* ``result_type(float32, grad, state)``: at least float32, float64 when
   any input is float64 (bfloat16 gradients and state are upcast, then rounded once on the way out);
-* updates leave a transform in the gradient's dtype and state leaves in their declared dtype.
+* updates leave a transform in the gradient's dtype and state leaves in their declared dtype: each transform
+  rounds once, so a chain of transforms on bf16 gradients rounds the update once per stage.
 """
 
 from __future__ import annotations

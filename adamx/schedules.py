@@ -84,9 +84,8 @@ def warmup_cosine_schedule(
   for name, value in [("init_value", init_value), ("peak_value", peak_value), ("end_value", end_value),
                       ("exponent", exponent)]:
     _checks.check_type(fn, name, value)
-  _checks.check_steps(fn, "warmup_steps", warmup_steps)
-  _checks.check_steps(fn, "decay_steps", decay_steps)
-  warmup_steps, decay_steps = int(warmup_steps), int(decay_steps)
+  warmup_steps = _checks.check_steps(fn, "warmup_steps", warmup_steps)
+  decay_steps = _checks.check_steps(fn, "decay_steps", decay_steps)
   if decay_steps <= warmup_steps and (warmup_steps, decay_steps) != (0, 0):
     raise ValueError(f"adamx.{fn}: decay_steps must be greater than warmup_steps ({warmup_steps}), "
                      f"got {decay_steps}")

@@ -72,7 +72,7 @@ def _corrections(b1: Any, b2: Any, count: jax.Array, nesterov: bool):
 
 
 def _moments(g: jax.Array, m: jax.Array, v: jax.Array, b1: Any, b2: Any):
-  """Adam's two EMAs for one leaf, in the compute dtype (Kingma & Ba 2015, Algorithm 1, lines 6-7)."""
+  """Adam's two EMAs for one leaf, in the compute dtype (Kingma & Ba 2015, Algorithm 1: the m_t and v_t lines)."""
   dt = _tree.compute_dtype(g, m, v)
   g = g.astype(dt)
   m_new = (1 - b1) * g + b1 * m.astype(dt)
@@ -266,6 +266,7 @@ def adam(
   """
   fn = "adam"
   _validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+  _checks.check_bool(fn, "nesterov", nesterov)
   _checks.check_scalar_or_schedule(fn, "learning_rate", learning_rate)
   _checks.check_non_negative(fn, "weight_decay", weight_decay)
   return chain(
@@ -330,6 +331,7 @@ def adamw(
   """
   fn = "adamw"
   _validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+  _checks.check_bool(fn, "nesterov", nesterov)
   _checks.check_scalar_or_schedule(fn, "learning_rate", learning_rate)
   _checks.check_non_negative(fn, "weight_decay", weight_decay)
   _checks.check_mask(fn, mask)

@@ -44,11 +44,16 @@ def _add_scaled_params(fn: str, weight_decay: jax.typing.ArrayLike, mask: Mask) 
     if is_zero:
       return updates, state
     if params is None:
-      raise ValueError(f"adamx.{fn}: params are required; call update(updates, state, params)")
+      hint = ("" if _checks.concrete_number(weight_decay) is not None else
+              " weight_decay is an array or traced value, so it is not known to be zero: under "
+              "optax.inject_hyperparams the default weight_decay=0.0 becomes one. Pass params, or keep weight_decay "
+              "static with optax.inject_hyperparams(..., static_args=('weight_decay',)).")
+      raise ValueError(f"adamx.{fn}: params are required; call update(updates, state, params).{hint}")
     _tree.check_structure(fn, "updates", updates, "params", params)
     if mask is None:
       return jax.tree.map(decay_leaf, updates, params), state
     mask_tree = mask(params) if callable(mask) else mask
+    _checks.check_mask_leaves(fn, mask_tree)
     try:
       # The mask may be a prefix of the params tree: a single bool then covers a whole subtree.
       new = jax.tree.map(lambda m, u, p: jax.tree.map(lambda u_, p_: decay_leaf(u_, p_, m), u, p),
