@@ -1,7 +1,8 @@
 """adamx: exact, fast Adam-family optimizers for JAX, interchangeable with optax.
 
-Every optimizer is a :class:`GradientTransformation` (``init``/``update``, optax's protocol) built as
-``chain(scale_by_<algo>, weight decay, scale_by_learning_rate)``; its state is a pytree of NamedTuples of arrays.
+Every optimizer is a :class:`GradientTransformation` (``init``/``update``, optax's protocol) built as a ``chain``
+of its ``scale_by_<algo>`` transform, weight decay (coupled L2 before it, or decoupled after it) and
+``scale_by_learning_rate``; its state is a pytree of NamedTuples of arrays.
 
 Example:
   >>> import jax, jax.numpy as jnp, adamx

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -106,8 +107,8 @@ def is_mask_leaf(m: Any) -> bool:
 def check_mask_leaves(fn: str, mask_tree: Any) -> None:
   for path, m in jax.tree_util.tree_flatten_with_path(mask_tree)[0]:
     if not is_mask_leaf(m):
-      raise TypeError(f"adamx.{fn}: mask must be a pytree of bools or bool arrays, got {mask_tree!r} "
-                      f"(leaf {jax.tree_util.keystr(path) or '<root>'} is {m!r})")
+      raise TypeError(f"adamx.{fn}: mask must be a pytree of bools or bool arrays, got {reprlib.repr(mask_tree)} "
+                      f"(leaf {jax.tree_util.keystr(path) or '<root>'} is {reprlib.repr(m)})")
 
 
 def check_mask(fn: str, mask: Any) -> None:

@@ -40,7 +40,6 @@ class OptimizerSpec:
     space: ranges of the hyperparameters sampled by :meth:`sample`.
     variants: keyword sets that select a convention (each is checked on its own).
     supports_complex: whether complex parameters are supported.
-    needs_params: whether ``update`` needs ``params`` in the default configuration.
     optax: ``optax(optax_module, kwargs) -> optax transform or None``.
     torch: ``torch(torch_module, kwargs) -> (optimizer class, optimizer kwargs) or None``.
   """
@@ -51,7 +50,6 @@ class OptimizerSpec:
   space: Mapping[str, tuple[float, float, bool]]
   variants: tuple[Mapping[str, Any], ...] = ({},)
   supports_complex: bool = True
-  needs_params: bool = False
   optax: Callable[[ModuleType, dict[str, Any]], Any] | None = None
   torch: Callable[[ModuleType, dict[str, Any]], tuple[type, dict[str, Any]] | None] | None = None
 
@@ -138,7 +136,7 @@ OPTIMIZERS: tuple[OptimizerSpec, ...] = (
     OptimizerSpec("adam", _adam.adam, _adam.scale_by_adam, _L2_SPACE,
                   variants=({}, {"nesterov": True}), optax=_optax_adam, torch=_torch_adam),
     OptimizerSpec("adamw", _adam.adamw, _adam.scale_by_adam, _L2_SPACE,
-                  variants=({}, {"nesterov": True}), needs_params=True, optax=_optax_adamw, torch=_torch_adamw),
+                  variants=({}, {"nesterov": True}), optax=_optax_adamw, torch=_torch_adamw),
     OptimizerSpec("amsgrad", _adam.amsgrad, _adam.scale_by_amsgrad, _L2_SPACE,
                   variants=({"max_over": "corrected"}, {"max_over": "raw"}), optax=_optax_amsgrad,
                   torch=_torch_amsgrad),

@@ -75,9 +75,7 @@ def _moments(g: jax.Array, m: jax.Array, v: jax.Array, b1: Any, b2: Any):
   """Adam's two EMAs for one leaf, in the compute dtype (Kingma & Ba 2015, Algorithm 1: the m_t and v_t lines)."""
   dt = _tree.compute_dtype(g, m, v)
   g = g.astype(dt)
-  m_new = (1 - b1) * g + b1 * m.astype(dt)
-  v_new = (1 - b2) * _tree.abs_sq(g) + b2 * v.astype(_tree.real_dtype(dt))
-  return g, m_new, v_new
+  return g, _tree.ema(m.astype(dt), g, b1), _tree.ema(v.astype(_tree.real_dtype(dt)), _tree.abs_sq(g), b2)
 
 
 def _first_moment_hat(g, m_new, b1, bc1, bc1_next):
@@ -191,14 +189,6 @@ def scale_by_amsgrad(
   return GradientTransformation(init, update)
 
 
-def _l2_then(weight_decay: Any, transform: GradientTransformation) -> tuple[GradientTransformation, ...]:
-  """Coupled L2 in front of ``transform``, left out when the decay is a concrete zero (the state then matches
-  optax's ``adam``/``amsgrad`` chains)."""
-  if _checks.concrete_number(weight_decay) == 0.0:
-    return (transform,)
-  return (add_l2_regularization(weight_decay), transform)
-
-
 def adam(
     learning_rate: ScalarOrSchedule = 1e-3,
     b1: jax.typing.ArrayLike = 0.9,
@@ -237,8 +227,10 @@ def adam(
     nesterov: use Dozat's Nesterov momentum (as optax's ``adam(nesterov=True)``).
 
   Returns:
-    A :class:`adamx.GradientTransformation`: ``chain(add_l2_regularization(weight_decay)`` (only if the decay is not
-    a concrete 0) ``, scale_by_adam(...), scale_by_learning_rate(learning_rate))``.
+    A :class:`adamx.GradientTransformation`: ``chain(add_l2_regularization(weight_decay), scale_by_adam(...),
+    scale_by_learning_rate(learning_rate))``. The state always has these three entries (the L2 stage is stateless
+    and a concrete zero decay costs nothing), so changing ``weight_decay`` keeps checkpoints compatible; optax's
+    ``adam`` state is the last two.
 
   Example:
     >>> import jax, jax.numpy as jnp, adamx
@@ -259,8 +251,8 @@ def adam(
       complex tensor as pairs of reals (``view_as_real``) with a separate second moment for the real and imaginary
       parts, so complex trajectories differ from ``torch.optim.Adam``.
     * Bias correction is computed as ``-expm1(t * log(b))`` with ``log(b)`` taken in float64 when ``b`` is a Python
-      number, accurate to ~1e-7 in float32. optax computes ``1 - b**t`` in float32 from ``b`` rounded to float32,
-      which is off by up to ~1e-5 relative for ``b2 = 0.999``; PyTorch computes it in double precision like adamx.
+      number, accurate to ~2e-7 in float32. optax computes ``1 - b**t`` in float32 from ``b`` rounded to float32,
+      which is off by up to ~2e-5 relative for ``b2 = 0.999``; PyTorch computes it in double precision like adamx.
       Trajectories therefore agree with PyTorch more closely than with optax.
     * ``weight_decay`` here is coupled L2 (PyTorch's ``Adam``); optax's ``adam`` has no weight decay argument.
   """
@@ -270,8 +262,8 @@ def adam(
   _checks.check_scalar_or_schedule(fn, "learning_rate", learning_rate)
   _checks.check_non_negative(fn, "weight_decay", weight_decay)
   return chain(
-      *_l2_then(weight_decay, scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype,
-                                            nesterov=nesterov)),
+      add_l2_regularization(weight_decay),
+      scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype, nesterov=nesterov),
       scale_by_learning_rate(learning_rate),
   )
 
@@ -381,8 +373,8 @@ def amsgrad(
     weight_decay: :math:`\lambda`, coupled L2 added to the gradient (as PyTorch's ``Adam``), >= 0.
 
   Returns:
-    A :class:`adamx.GradientTransformation`: ``chain(add_l2_regularization(weight_decay)`` (only if the decay is not
-    a concrete 0) ``, scale_by_amsgrad(...), scale_by_learning_rate(learning_rate))``.
+    A :class:`adamx.GradientTransformation`: ``chain(add_l2_regularization(weight_decay), scale_by_amsgrad(...),
+    scale_by_learning_rate(learning_rate))``, always these three entries (see :func:`adamx.adam`).
 
   Example:
     >>> import adamx
@@ -402,8 +394,8 @@ def amsgrad(
   _checks.check_non_negative(fn, "weight_decay", weight_decay)
   _checks.check_choice(fn, "max_over", max_over, MAX_OVER)
   return chain(
-      *_l2_then(weight_decay, scale_by_amsgrad(b1, b2, eps, eps_root, max_over=max_over, mu_dtype=mu_dtype,
-                                               nu_dtype=nu_dtype)),
+      add_l2_regularization(weight_decay),
+      scale_by_amsgrad(b1, b2, eps, eps_root, max_over=max_over, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
       scale_by_learning_rate(learning_rate),
   )
 

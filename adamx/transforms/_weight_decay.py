@@ -54,13 +54,22 @@ def _add_scaled_params(fn: str, weight_decay: jax.typing.ArrayLike, mask: Mask) 
       return jax.tree.map(decay_leaf, updates, params), state
     mask_tree = mask(params) if callable(mask) else mask
     _checks.check_mask_leaves(fn, mask_tree)
+    # The mask may be a prefix of the params tree: a single bool then covers a whole subtree.
+    mask_def = jax.tree.structure(mask_tree)
     try:
-      # The mask may be a prefix of the params tree: a single bool then covers a whole subtree.
-      new = jax.tree.map(lambda m, u, p: jax.tree.map(lambda u_, p_: decay_leaf(u_, p_, m), u, p),
-                         mask_tree, updates, params)
-    except ValueError as e:
-      raise ValueError(f"adamx.{fn}: mask must have the structure of params (or a prefix of it): {e}") from None
-    return new, state
+      u_subtrees, p_subtrees = mask_def.flatten_up_to(updates), mask_def.flatten_up_to(params)
+    except ValueError:
+      raise ValueError(f"adamx.{fn}: mask must have the structure of params (or a prefix of it)\n  mask: {mask_def}"
+                       f"\n  params: {jax.tree.structure(params)}") from None
+    paths = [jax.tree_util.keystr(k) or "<root>" for k, _ in jax.tree_util.tree_flatten_with_path(mask_tree)[0]]
+    new = []
+    for path, m, u, p in zip(paths, jax.tree.leaves(mask_tree), u_subtrees, p_subtrees):
+      for leaf in jax.tree.leaves(p):
+        if jnp.ndim(m) and jnp.shape(m) != jnp.shape(leaf):
+          raise ValueError(f"adamx.{fn}: mask leaf {path} has shape {jnp.shape(m)} but the parameter it masks has "
+                           f"shape {jnp.shape(leaf)}")
+      new.append(jax.tree.map(lambda u_, p_, m=m: decay_leaf(u_, p_, m), u, p))
+    return mask_def.unflatten(new), state
 
   return GradientTransformation(init, update)
 
