@@ -68,7 +68,7 @@ def check_scalar_or_schedule(fn: str, name: str, value: Any) -> Any:
   """A learning rate: a finite non-negative number, an array, or a callable ``count -> value``; returns it."""
   if callable(value) and not isinstance(value, (jax.Array, np.ndarray)):
     return value
-  if not isinstance(value, (jax.Array, np.ndarray, np.generic)) and concrete_number(value) is None:
+  if not isinstance(value, (jax.Array, np.ndarray)) and concrete_number(value) is None:
     _fail(fn, name, "a number, an array or a schedule (a callable count -> value)", value, TypeError)
   return check_non_negative(fn, name, value)
 

@@ -61,13 +61,12 @@ def _add_scaled_params(fn: str, weight_decay: jax.typing.ArrayLike, mask: Mask) 
     except ValueError:
       raise ValueError(f"adamx.{fn}: mask must have the structure of params (or a prefix of it)\n  mask: {mask_def}"
                        f"\n  params: {jax.tree.structure(params)}") from None
-    paths = [jax.tree_util.keystr(k) or "<root>" for k, _ in jax.tree_util.tree_flatten_with_path(mask_tree)[0]]
     new = []
-    for path, m, u, p in zip(paths, jax.tree.leaves(mask_tree), u_subtrees, p_subtrees):
+    for (path, m), u, p in zip(jax.tree_util.tree_flatten_with_path(mask_tree)[0], u_subtrees, p_subtrees):
       for leaf in jax.tree.leaves(p):
         if jnp.ndim(m) and jnp.shape(m) != jnp.shape(leaf):
-          raise ValueError(f"adamx.{fn}: mask leaf {path} has shape {jnp.shape(m)} but the parameter it masks has "
-                           f"shape {jnp.shape(leaf)}")
+          raise ValueError(f"adamx.{fn}: mask leaf {jax.tree_util.keystr(path) or '<root>'} has shape "
+                           f"{jnp.shape(m)} but the parameter it masks has shape {jnp.shape(leaf)}")
       new.append(jax.tree.map(lambda u_, p_, m=m: decay_leaf(u_, p_, m), u, p))
     return mask_def.unflatten(new), state
 
