@@ -28,6 +28,26 @@ from adamx.schedules import constant_schedule, warmup_cosine_schedule
 from adamx.transforms._scale import ScaleByScheduleState, scale, scale_by_learning_rate
 from adamx.transforms._weight_decay import add_decoupled_weight_decay, add_l2_regularization
 
+# --- classic family (issue 4) imports ---
+from adamx.optimizers._adabelief import ScaleByBeliefState, adabelief, scale_by_belief
+from adamx.optimizers._adamax import ScaleByAdamaxState, adamax, adamaxw, scale_by_adamax
+from adamx.optimizers._lamb import ScaleByLambState, lamb, scale_by_lamb
+from adamx.optimizers._lion import ScaleByLionState, lion, scale_by_lion
+from adamx.optimizers._nadam import ScaleByNadamState, nadam, nadamw, scale_by_nadam
+from adamx.optimizers._radam import ScaleByRadamState, radam, scale_by_radam
+from adamx.optimizers._yogi import ScaleByYogiState, scale_by_yogi, yogi
+from adamx.transforms._trust_ratio import scale_by_trust_ratio
+# --- end classic family imports ---
+
+# --- schedules (issue 6) imports ---
+# --- end schedules imports ---
+
+# --- clipping, partition, inject_hyperparams, diagnostics (issue 6) imports ---
+# --- end clipping, partition, inject_hyperparams, diagnostics imports ---
+
+# --- wrappers: skip_non_finite, accumulation, ema, maximize, lookahead (issue 6) imports ---
+# --- end wrappers imports ---
+
 __version__ = "0.1.0"
 
 __all__ = (
@@ -54,4 +74,36 @@ __all__ = (
     # schedules
     "constant_schedule",
     "warmup_cosine_schedule",
+    # --- classic family (issue 4) names ---
+    "scale_by_adamax",
+    "ScaleByAdamaxState",
+    "adamax",
+    "adamaxw",
+    "scale_by_nadam",
+    "ScaleByNadamState",
+    "nadam",
+    "nadamw",
+    "scale_by_radam",
+    "ScaleByRadamState",
+    "radam",
+    "scale_by_belief",
+    "ScaleByBeliefState",
+    "adabelief",
+    "scale_by_yogi",
+    "ScaleByYogiState",
+    "yogi",
+    "scale_by_lion",
+    "ScaleByLionState",
+    "lion",
+    "scale_by_lamb",
+    "ScaleByLambState",
+    "lamb",
+    "scale_by_trust_ratio",
+    # --- end classic family names ---
+    # --- schedules (issue 6) names ---
+    # --- end schedules names ---
+    # --- clipping, partition, inject_hyperparams, diagnostics (issue 6) names ---
+    # --- end clipping, partition, inject_hyperparams, diagnostics names ---
+    # --- wrappers: skip_non_finite, accumulation, ema, maximize, lookahead (issue 6) names ---
+    # --- end wrappers names ---
 )

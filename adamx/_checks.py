@@ -64,6 +64,20 @@ def check_non_negative(fn: str, name: str, value: Any) -> Any:
   return value
 
 
+def check_at_least(fn: str, name: str, value: Any, low: float) -> Any:
+  """A number ``>= low`` (``inf`` allowed, NaN not) for concrete numbers; returns the value as :func:`check_type`."""
+  value = check_type(fn, name, value)
+  x = concrete_number(value)
+  if x is not None and not x >= low:
+    _fail(fn, name, f"a number >= {low:g}", value)
+  return value
+
+
+def check_optional_non_negative(fn: str, name: str, value: Any) -> Any:
+  """``None`` or a value accepted by :func:`check_non_negative`; returns it."""
+  return None if value is None else check_non_negative(fn, name, value)
+
+
 def check_scalar_or_schedule(fn: str, name: str, value: Any) -> Any:
   """A learning rate: a finite non-negative number, an array, or a callable ``count -> value``; returns it."""
   if callable(value) and not isinstance(value, (jax.Array, np.ndarray)):

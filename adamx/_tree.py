@@ -125,3 +125,19 @@ def bias_correction(decay: Any, count: jax.Array, dtype: Any) -> jax.Array:
   d = jnp.asarray(decay, dtype)
   positive = d > 0
   return jnp.where(positive, -jnp.expm1(t * jnp.log(jnp.where(positive, d, 1))), 1 - d**t)
+
+
+def norm(x: jax.Array) -> jax.Array:
+  """The Euclidean norm of a leaf (``sqrt(sum |x|^2)``, real), in its compute dtype."""
+  return jnp.sqrt(jnp.sum(abs_sq(x.astype(compute_dtype(x)))))
+
+
+def trust_ratio(p: jax.Array, u: jax.Array, min_norm: Any = 0.0, coefficient: Any = 1.0, eps: Any = 0.0) -> jax.Array:
+  """``coefficient * max(||p||, min_norm) / (max(||u||, min_norm) + eps)``, or 1 where either norm is 0.
+
+  The layer-wise trust ratio of LARS and LAMB (You et al. 2020, Algorithm 2, with the zero-norm rule of the
+  authors' code and optax: a parameter or update of norm 0 is left unscaled).
+  """
+  p_norm, u_norm = jnp.maximum(norm(p), min_norm), jnp.maximum(norm(u), min_norm)
+  zero = (p_norm == 0) | (u_norm == 0)
+  return jnp.where(zero, 1, coefficient * p_norm / jnp.where(zero, 1, u_norm + eps))

@@ -117,9 +117,6 @@ def optax_trajectory(spec: registry.OptimizerSpec, kwargs: dict[str, Any], param
   return steps()
 
 
-_TORCH_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq", "nu_max": "max_exp_avg_sq"}
-
-
 def torch_trajectory(spec: registry.OptimizerSpec, kwargs: dict[str, Any], params: Any, grads: Iterable[Any],
                      torch: Any, lr_lambda: Callable[[int], float] | None = None) -> Iterator[Step] | None:
   """As :func:`optax_trajectory`, against ``torch.optim`` (``lr_lambda``: an optional ``LambdaLR`` multiplier, the
@@ -146,7 +143,7 @@ def torch_trajectory(spec: registry.OptimizerSpec, kwargs: dict[str, Any], param
       u, s = step(g, s, p)
       p = _base.apply_updates(p, u)
       ours = moments(s)
-      theirs = {k: treedef.unflatten([opt.state[tp][_TORCH_STATE[k]].detach().numpy() for tp in tparams])
+      theirs = {k: treedef.unflatten([opt.state[tp][spec.torch_state[k]].detach().numpy() for tp in tparams])
                 for k in ours}
       yield p, treedef.unflatten([tp.detach().numpy() for tp in tparams]), ours, theirs
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from adamx._base import GradientTransformation
-from adamx.optimizers import _adam
+from adamx.optimizers import _adabelief, _adam, _adamax, _lamb, _lion, _nadam, _radam, _yogi
 
 #: ``name -> (low, high, log_uniform)`` ranges for random hyperparameters, shared by the Adam family.
 ADAM_SPACE = MappingProxyType({
@@ -27,6 +27,9 @@ ADAM_SPACE = MappingProxyType({
     "b2": (0.9, 0.9999, False),
     "eps": (1e-10, 1e-6, True),
 })
+
+
+_ADAM_TORCH_STATE = MappingProxyType({"mu": "exp_avg", "nu": "exp_avg_sq", "nu_max": "max_exp_avg_sq"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +45,7 @@ class OptimizerSpec:
     supports_complex: whether complex parameters are supported.
     optax: ``optax(optax_module, kwargs) -> optax transform or None``.
     torch: ``torch(torch_module, kwargs) -> (optimizer class, optimizer kwargs) or None``.
+    torch_state: adamx state field -> the name of the same quantity in the torch optimizer's per-param state.
   """
 
   name: str
@@ -52,6 +56,7 @@ class OptimizerSpec:
   supports_complex: bool = True
   optax: Callable[[ModuleType, dict[str, Any]], Any] | None = None
   torch: Callable[[ModuleType, dict[str, Any]], tuple[type, dict[str, Any]] | None] | None = None
+  torch_state: Mapping[str, str] = dataclasses.field(default_factory=lambda: _ADAM_TORCH_STATE)
 
   def defaults(self) -> dict[str, Any]:
     """The factory's keyword defaults."""
@@ -71,6 +76,10 @@ class OptimizerSpec:
     for k, (low, high, log) in self.space.items():
       out[k] = float(math.exp(rng.uniform(math.log(low), math.log(high))) if log else rng.uniform(low, high))
     return out
+
+
+def _plain_dtypes(kw: dict[str, Any]) -> bool:
+  return kw.get("mu_dtype") is None and kw.get("nu_dtype") is None
 
 
 def _optax_moment_kwargs(kw: dict[str, Any]) -> dict[str, Any] | None:
@@ -103,34 +112,121 @@ def _optax_amsgrad(optax: ModuleType, kw: dict[str, Any]) -> Any:
   return _with_optax_l2(optax, kw, optax.amsgrad(kw["learning_rate"], **m))
 
 
+def _optax_adamax(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  if kw["eps_mode"] != "max" or not _plain_dtypes(kw):
+    return None
+  return _with_optax_l2(optax, kw, optax.adamax(kw["learning_rate"], b1=kw["b1"], b2=kw["b2"], eps=kw["eps"]))
+
+
+def _optax_adamaxw(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  if kw["eps_mode"] != "max" or not _plain_dtypes(kw):
+    return None
+  return optax.adamaxw(kw["learning_rate"], b1=kw["b1"], b2=kw["b2"], eps=kw["eps"], weight_decay=kw["weight_decay"],
+                       mask=kw["mask"])
+
+
+def _optax_nadam(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  m = _optax_moment_kwargs(kw)
+  if m is None or kw["momentum_decay"] is not None:
+    return None
+  return _with_optax_l2(optax, kw, optax.nadam(kw["learning_rate"], **m))
+
+
+def _optax_nadamw(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  m = _optax_moment_kwargs(kw)
+  if m is None or kw["momentum_decay"] is not None:
+    return None
+  return optax.nadamw(kw["learning_rate"], weight_decay=kw["weight_decay"], mask=kw["mask"], **m)
+
+
+def _optax_radam(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  if not _plain_dtypes(kw):
+    return None
+  scaler = optax.scale_by_radam(kw["b1"], kw["b2"], kw["eps"], kw["eps_root"], kw["threshold"],
+                                nesterov=kw["nesterov"])
+  if kw["decoupled_weight_decay"]:
+    return optax.chain(scaler, optax.add_decayed_weights(kw["weight_decay"]),
+                       optax.scale_by_learning_rate(kw["learning_rate"]))
+  return _with_optax_l2(optax, kw, optax.chain(scaler, optax.scale_by_learning_rate(kw["learning_rate"])))
+
+
+def _optax_adabelief(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  if not _plain_dtypes(kw):
+    return None
+  return optax.adabelief(kw["learning_rate"], b1=kw["b1"], b2=kw["b2"], eps=kw["eps"], eps_root=kw["eps_root"],
+                         nesterov=kw["nesterov"])
+
+
+def _optax_yogi(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  if not kw["bias_correction"] or not _plain_dtypes(kw):
+    return None
+  return optax.chain(optax.scale_by_yogi(kw["b1"], kw["b2"], kw["eps"], kw["eps_root"],
+                                         kw["initial_accumulator_value"]),
+                     optax.scale_by_learning_rate(kw["learning_rate"]))
+
+
+def _optax_lion(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  return optax.lion(kw["learning_rate"], b1=kw["b1"], b2=kw["b2"], mu_dtype=kw["mu_dtype"],
+                    weight_decay=kw["weight_decay"], mask=kw["mask"])
+
+
+def _optax_lamb(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  if not _plain_dtypes(kw):
+    return None
+  return optax.lamb(kw["learning_rate"], b1=kw["b1"], b2=kw["b2"], eps=kw["eps"], eps_root=kw["eps_root"],
+                    weight_decay=kw["weight_decay"], mask=kw["mask"])
+
+
 def _torch_plain(kw: dict[str, Any]) -> bool:
   """Whether ``kw`` is expressible in ``torch.optim``: constant rate, no eps_root, default dtypes, no Nesterov."""
-  return (not callable(kw["learning_rate"]) and kw["eps_root"] == 0 and kw["mu_dtype"] is None
-          and kw["nu_dtype"] is None and not kw.get("nesterov", False) and kw.get("mask") is None)
+  return (not callable(kw["learning_rate"]) and kw.get("eps_root", 0.0) == 0 and _plain_dtypes(kw)
+          and not kw.get("nesterov", False) and kw.get("mask") is None)
+
+
+def _torch_kwargs(kw: dict[str, Any], **extra: Any) -> dict[str, Any]:
+  return dict(lr=kw["learning_rate"], betas=(kw["b1"], kw["b2"]), eps=kw["eps"], weight_decay=kw["weight_decay"],
+              **extra)
 
 
 def _torch_adam(torch: ModuleType, kw: dict[str, Any]):
-  if not _torch_plain(kw):
-    return None
-  return torch.optim.Adam, dict(lr=kw["learning_rate"], betas=(kw["b1"], kw["b2"]), eps=kw["eps"],
-                                weight_decay=kw["weight_decay"])
+  return (torch.optim.Adam, _torch_kwargs(kw)) if _torch_plain(kw) else None
 
 
 def _torch_adamw(torch: ModuleType, kw: dict[str, Any]):
-  if not _torch_plain(kw):
-    return None
-  return torch.optim.AdamW, dict(lr=kw["learning_rate"], betas=(kw["b1"], kw["b2"]), eps=kw["eps"],
-                                 weight_decay=kw["weight_decay"])
+  return (torch.optim.AdamW, _torch_kwargs(kw)) if _torch_plain(kw) else None
 
 
 def _torch_amsgrad(torch: ModuleType, kw: dict[str, Any]):
   if not _torch_plain(kw) or kw["max_over"] != "raw":
     return None
-  return torch.optim.Adam, dict(lr=kw["learning_rate"], betas=(kw["b1"], kw["b2"]), eps=kw["eps"],
-                                weight_decay=kw["weight_decay"], amsgrad=True)
+  return torch.optim.Adam, _torch_kwargs(kw, amsgrad=True)
+
+
+def _torch_adamax(torch: ModuleType, kw: dict[str, Any]):
+  if not _torch_plain(kw) or kw["eps_mode"] != "max":
+    return None
+  return torch.optim.Adamax, _torch_kwargs(kw)
+
+
+def _torch_nadam(torch: ModuleType, kw: dict[str, Any], decoupled: bool = False):
+  if not _torch_plain(kw) or kw["momentum_decay"] is None:
+    return None
+  return torch.optim.NAdam, _torch_kwargs(kw, momentum_decay=kw["momentum_decay"], decoupled_weight_decay=decoupled)
+
+
+def _torch_nadamw(torch: ModuleType, kw: dict[str, Any]):
+  return _torch_nadam(torch, kw, decoupled=True)
+
+
+def _torch_radam(torch: ModuleType, kw: dict[str, Any]):
+  if not _torch_plain(kw) or kw["threshold"] != 5.0:
+    return None
+  return torch.optim.RAdam, _torch_kwargs(kw, decoupled_weight_decay=kw["decoupled_weight_decay"])
 
 
 _L2_SPACE = MappingProxyType({**ADAM_SPACE, "weight_decay": (0.0, 0.1, False)})
+_LION_SPACE = MappingProxyType({k: ADAM_SPACE[k] for k in ("learning_rate", "b1", "b2")}
+                               | {"weight_decay": (0.0, 0.1, False)})
 
 OPTIMIZERS: tuple[OptimizerSpec, ...] = (
     OptimizerSpec("adam", _adam.adam, _adam.scale_by_adam, _L2_SPACE,
@@ -140,6 +236,26 @@ OPTIMIZERS: tuple[OptimizerSpec, ...] = (
     OptimizerSpec("amsgrad", _adam.amsgrad, _adam.scale_by_amsgrad, _L2_SPACE,
                   variants=({"max_over": "corrected"}, {"max_over": "raw"}), optax=_optax_amsgrad,
                   torch=_torch_amsgrad),
+    OptimizerSpec("adamax", _adamax.adamax, _adamax.scale_by_adamax, _L2_SPACE,
+                  variants=({"eps_mode": "max"}, {"eps_mode": "denominator"}), optax=_optax_adamax,
+                  torch=_torch_adamax, torch_state=MappingProxyType({"mu": "exp_avg", "nu": "exp_inf"})),
+    OptimizerSpec("adamaxw", _adamax.adamaxw, _adamax.scale_by_adamax, _L2_SPACE,
+                  variants=({"eps_mode": "max"}, {"eps_mode": "denominator"}), optax=_optax_adamaxw),
+    OptimizerSpec("nadam", _nadam.nadam, _nadam.scale_by_nadam, _L2_SPACE,
+                  variants=({"momentum_decay": None}, {"momentum_decay": 4e-3}), optax=_optax_nadam,
+                  torch=_torch_nadam),
+    OptimizerSpec("nadamw", _nadam.nadamw, _nadam.scale_by_nadam, _L2_SPACE,
+                  variants=({"momentum_decay": None}, {"momentum_decay": 4e-3}), optax=_optax_nadamw,
+                  torch=_torch_nadamw),
+    OptimizerSpec("radam", _radam.radam, _radam.scale_by_radam, _L2_SPACE,
+                  variants=({}, {"nesterov": True}, {"decoupled_weight_decay": True}), optax=_optax_radam,
+                  torch=_torch_radam),
+    OptimizerSpec("adabelief", _adabelief.adabelief, _adabelief.scale_by_belief, ADAM_SPACE,
+                  variants=({}, {"nesterov": True}), optax=_optax_adabelief),
+    OptimizerSpec("yogi", _yogi.yogi, _yogi.scale_by_yogi, ADAM_SPACE,
+                  variants=({"bias_correction": True}, {"bias_correction": False}), optax=_optax_yogi),
+    OptimizerSpec("lion", _lion.lion, _lion.scale_by_lion, _LION_SPACE, optax=_optax_lion),
+    OptimizerSpec("lamb", _lamb.lamb, _lamb.scale_by_lamb, _L2_SPACE, optax=_optax_lamb),
 )
 
 

@@ -6,6 +6,7 @@ Nothing here names an optimizer: adding one to ``adamx.registry`` adds it to eve
 from __future__ import annotations
 
 import functools
+import inspect
 
 import chex
 import jax
@@ -72,16 +73,25 @@ def test_converges_on_parabola(spec, variant, dtype):
 
 @pytest.mark.parametrize("spec,variant", CASES, ids=IDS)
 def test_converges_on_rosenbrock(spec, variant):
+  """Reaches the minimum (1, 1) from (-1.2, 1) within 10k steps for some peak rate of a small grid.
+
+  No single rate suits every optimizer: AMSGrad's running-max second moment remembers the huge early gradients of
+  the valley walls and needs the largest (0.5; 5e-2 leaves it at loss 0.14), while at 0.5 NAdam with PyTorch's
+  momentum schedule ends at loss 3e-3 and Lion (a sign step of size lr) at 5e-5; both reach < 1e-10 at 5e-2.
+  """
+
   def rosenbrock(p):
     x, y = p["xy"][0], p["xy"][1]
     return (1.0 - x) ** 2 + 100.0 * (y - x**2) ** 2
 
   params = {"xy": jnp.array([-1.2, 1.0])}
-  # Peak rate 0.5 over 10k steps: AMSGrad's running-max second moment remembers the huge early gradients of the
-  # valley walls and needs the largest rate (measured loss < 1e-8 for every variant; 5e-2 leaves AMSGrad at 0.14).
-  final = _run(spec.factory(learning_rate=_lr(0.5, 10_000), **variant), params, rosenbrock, 10_000)
-  np.testing.assert_allclose(final["xy"], [1.0, 1.0], atol=1e-3)
-  assert float(rosenbrock(final)) < 1e-6 < float(rosenbrock(params))
+  results = {}
+  for peak in (0.5, 5e-2):
+    final = _run(spec.factory(learning_rate=_lr(peak, 10_000), **variant), params, rosenbrock, 10_000)
+    results[peak] = (np.asarray(final["xy"]).tolist(), float(rosenbrock(final)))
+    if np.allclose(final["xy"], [1.0, 1.0], atol=1e-3, rtol=0) and results[peak][1] < 1e-6:
+      return
+  pytest.fail(f"no peak rate reached (1, 1): {results}")
 
 
 def _mixed(seed=0):
@@ -141,7 +151,8 @@ def test_update_has_gradient_dtype(spec, variant, grad_dtype):
 @pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
 def test_moment_dtypes_honoured(spec):
   params = {"w": jnp.ones((3, 2), jnp.float32), "z": jnp.ones(2, jnp.complex64), "h": jnp.ones(2, jnp.bfloat16)}
-  tx = spec.factory(mu_dtype=jnp.bfloat16, nu_dtype=jnp.float32)
+  has_nu = "nu_dtype" in spec.defaults()
+  tx = spec.factory(mu_dtype=jnp.bfloat16, **({"nu_dtype": jnp.float32} if has_nu else {}))
   state = tx.init(params)
   g = random_like(np.random.default_rng(2), params)
   _, state = tx.update(g, state, params)
@@ -152,7 +163,10 @@ def test_moment_dtypes_honoured(spec):
   # Defaults: the parameter's dtype for mu, its real dtype for the second moment.
   m = check.moments(spec.factory().init(params))
   assert {k: v.dtype for k, v in m["mu"].items()} == {"w": jnp.float32, "z": jnp.complex64, "h": jnp.bfloat16}
-  assert {k: v.dtype for k, v in m["nu"].items()} == {"w": jnp.float32, "z": jnp.float32, "h": jnp.bfloat16}
+  if has_nu:
+    assert {k: v.dtype for k, v in m["nu"].items()} == {"w": jnp.float32, "z": jnp.float32, "h": jnp.bfloat16}
+  else:
+    assert set(m) == {"mu"}
 
 
 @pytest.mark.parametrize("spec,variant", CASES, ids=IDS)
@@ -187,7 +201,7 @@ def test_buffer_donation(spec, variant):
 def test_inside_optax_chain(spec, variant):
   """``scale_by_`` inside ``optax.chain`` with optax pieces equals the same chain built with ``adamx.chain``."""
   params = _mixed()
-  scale_by_kwargs = {k: v for k, v in variant.items() if k != "weight_decay"}
+  scale_by_kwargs = {k: v for k, v in variant.items() if k in inspect.signature(spec.scale_by).parameters}
   parts = (optax.clip_by_global_norm(1.0), spec.scale_by(**scale_by_kwargs))
   otx = optax.chain(*parts, optax.scale_by_learning_rate(1e-2))
   atx = adamx.chain(*parts, adamx.scale_by_learning_rate(1e-2))
@@ -322,7 +336,8 @@ def test_differentiable_wrt_hyperparameters(spec, variant, b1, x64):
   params = {"w": jnp.array([1.0, -2.0, 0.5]), "v": jnp.array([[0.3, -0.7]])}
 
   def loss_after_steps(b1, lr):
-    tx = spec.factory(learning_rate=lr, b1=b1, eps_root=1e-8, **variant)
+    tx = spec.factory(learning_rate=lr, b1=b1, **({"eps_root": 1e-8} if "eps_root" in spec.defaults() else {}),
+                      **variant)
     p, s = params, tx.init(params)
     for _ in range(4):
       g = jax.grad(lambda q: sum(jnp.sum(x**4) for x in jax.tree.leaves(q)))(p)
@@ -332,9 +347,14 @@ def test_differentiable_wrt_hyperparameters(spec, variant, b1, x64):
 
   args = (jnp.float64(b1), jnp.float64(0.05))
   grads = jax.grad(loss_after_steps, argnums=(0, 1))(*args)
+  assert all(np.isfinite(float(g)) for g in grads)
+  if float(loss_after_steps(*args)) > 1e6:
+    # AdaBelief at b1 = 0: m_t = g_t, so its denominator sqrt(s_t) collapses to sqrt(eps_root) and the steps explode
+    # (loss ~1e198), a property of the algorithm; only finiteness is meaningful there.
+    assert spec.name == "adabelief" and b1 == 0.0, float(loss_after_steps(*args))
+    return
   h = 1e-6
   for i, g in enumerate(grads):
-    assert np.isfinite(float(g))
     hi, lo = list(args), list(args)
     hi[i], lo[i] = args[i] + h, args[i] - h
     # a one-sided difference at b1 = 0 (the domain's edge): O(h) error

@@ -13,20 +13,11 @@ import jax.numpy as jnp
 
 from adamx import _checks, _tree
 from adamx._base import GradientTransformation, ScalarOrSchedule, Updates, chain
+from adamx.optimizers import _common
 from adamx.transforms._scale import scale_by_learning_rate
 from adamx.transforms._weight_decay import Mask, add_decoupled_weight_decay, add_l2_regularization
 
 MAX_OVER = ("corrected", "raw")
-
-_MOMENT_ARGS = """\
-    b1: :math:`\\beta_1`, decay of the first moment (the EMA of gradients), in [0, 1).
-    b2: :math:`\\beta_2`, decay of the second moment (the EMA of squared gradients), in [0, 1).
-    eps: :math:`\\epsilon`, added to the denominator outside the square root, >= 0.
-    eps_root: :math:`\\epsilon_\\text{root}`, added inside the square root, >= 0; a small positive value keeps the
-      gradient of the update finite when it is differentiated through (meta-learning).
-    mu_dtype: dtype of the first moment (``None``: the parameter's dtype; complex parameters get the complex dtype of
-      that precision). ``jnp.bfloat16`` halves its memory.
-    nu_dtype: dtype of the second moment (``None``: the parameter's real dtype)."""
 
 
 class ScaleByAdamState(NamedTuple):
@@ -44,46 +35,6 @@ class ScaleByAmsgradState(NamedTuple):
   mu: Updates
   nu: Updates
   nu_max: Updates  # running maximum of v_hat_t ("corrected") or of v_t ("raw"), real, nu_dtype
-
-
-def _validate(fn: str, b1: Any, b2: Any, eps: Any, eps_root: Any, mu_dtype: Any, nu_dtype: Any) -> tuple:
-  """The validated, canonical ``(b1, b2, eps, eps_root, mu_dtype, nu_dtype)``; errors name ``fn``."""
-  return (_checks.check_interval(fn, "b1", b1, 0.0, 1.0), _checks.check_interval(fn, "b2", b2, 0.0, 1.0),
-          _checks.check_non_negative(fn, "eps", eps), _checks.check_non_negative(fn, "eps_root", eps_root),
-          _checks.canonicalize_dtype(fn, "mu_dtype", mu_dtype), _checks.canonicalize_dtype(fn, "nu_dtype", nu_dtype))
-
-
-def _init_moments(fn: str, params: Any, mu_dtype: Any, nu_dtype: Any) -> tuple[jax.Array, Any, Any]:
-  return (jnp.zeros([], jnp.int32), _tree.zeros_like(fn, params, mu_dtype),
-          _tree.zeros_like(fn, params, nu_dtype, real=True))
-
-
-def _corrections(b1: Any, b2: Any, count: jax.Array, nesterov: bool):
-  """A per-dtype cache of the bias corrections ``1 - b1^t``, ``1 - b2^t`` (and ``1 - b1^(t+1)`` for Nesterov)."""
-  cache: dict = {}
-
-  def get(rdt):
-    if rdt not in cache:
-      cache[rdt] = (_tree.bias_correction(b1, count, rdt), _tree.bias_correction(b2, count, rdt),
-                    _tree.bias_correction(b1, _tree.safe_increment(count), rdt) if nesterov else None)
-    return cache[rdt]
-
-  return get
-
-
-def _moments(g: jax.Array, m: jax.Array, v: jax.Array, b1: Any, b2: Any):
-  """Adam's two EMAs for one leaf, in the compute dtype (Kingma & Ba 2015, Algorithm 1: the m_t and v_t lines)."""
-  dt = _tree.compute_dtype(g, m, v)
-  g = g.astype(dt)
-  return g, _tree.ema(m.astype(dt), g, b1), _tree.ema(v.astype(_tree.real_dtype(dt)), _tree.abs_sq(g), b2)
-
-
-def _first_moment_hat(g, m_new, b1, bc1, bc1_next):
-  if bc1_next is None:
-    return m_new / bc1
-  # Nesterov (Dozat 2016, Algorithm 2): look ahead with the next step's bias correction for the momentum and the
-  # current one for the gradient term.
-  return b1 * m_new / bc1_next + (1 - b1) * g / bc1
 
 
 def scale_by_adam(
@@ -109,22 +60,22 @@ def scale_by_adam(
     A :class:`adamx.GradientTransformation` with :class:`ScaleByAdamState`.
   """
   fn = "scale_by_adam"
-  b1, b2, eps, eps_root, mu_dtype, nu_dtype = _validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+  b1, b2, eps, eps_root, mu_dtype, nu_dtype = _common.validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
   _checks.check_bool(fn, "nesterov", nesterov)
 
   def init(params):
-    return ScaleByAdamState(*_init_moments(fn, params, mu_dtype, nu_dtype))
+    return ScaleByAdamState(*_common.init_moments(fn, params, mu_dtype, nu_dtype))
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
     _tree.check_structure(fn, "updates", updates, "state.mu", state.mu)
     count = _tree.safe_increment(state.count)
-    corrections = _corrections(b1, b2, count, nesterov)
+    corrections = _common.corrections(b1, b2, count, nesterov)
 
     def leaf(g, m, v):
-      g_, m_new, v_new = _moments(g, m, v, b1, b2)
+      g_, m_new, v_new = _common.moments(g, m, v, b1, b2)
       bc1, bc2, bc1_next = corrections(v_new.dtype)
-      m_hat = _first_moment_hat(g_, m_new, b1, bc1, bc1_next)
+      m_hat = _common.first_moment_hat(g_, m_new, b1, bc1, bc1_next)
       u = m_hat / (jnp.sqrt(v_new / bc2 + eps_root) + eps)
       return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
@@ -158,21 +109,21 @@ def scale_by_amsgrad(
     A :class:`adamx.GradientTransformation` with :class:`ScaleByAmsgradState`.
   """
   fn = "scale_by_amsgrad"
-  b1, b2, eps, eps_root, mu_dtype, nu_dtype = _validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+  b1, b2, eps, eps_root, mu_dtype, nu_dtype = _common.validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
   _checks.check_choice(fn, "max_over", max_over, MAX_OVER)
 
   def init(params):
-    count, mu, nu = _init_moments(fn, params, mu_dtype, nu_dtype)
+    count, mu, nu = _common.init_moments(fn, params, mu_dtype, nu_dtype)
     return ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=_tree.zeros_like(fn, params, nu_dtype, real=True))
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
     _tree.check_structure(fn, "updates", updates, "state.mu", state.mu)
     count = _tree.safe_increment(state.count)
-    corrections = _corrections(b1, b2, count, False)
+    corrections = _common.corrections(b1, b2, count, False)
 
     def leaf(g, m, v, v_max):
-      _, m_new, v_new = _moments(g, m, v, b1, b2)
+      _, m_new, v_new = _common.moments(g, m, v, b1, b2)
       bc1, bc2, _ = corrections(v_new.dtype)
       if max_over == "corrected":
         v_max_new = jnp.maximum(v_max.astype(v_new.dtype), v_new / bc2)
@@ -257,10 +208,9 @@ def adam(
     * ``weight_decay`` here is coupled L2 (PyTorch's ``Adam``); optax's ``adam`` has no weight decay argument.
   """
   fn = "adam"
-  _validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+  _common.validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
   _checks.check_bool(fn, "nesterov", nesterov)
-  _checks.check_scalar_or_schedule(fn, "learning_rate", learning_rate)
-  _checks.check_non_negative(fn, "weight_decay", weight_decay)
+  _common.validate_optimizer(fn, learning_rate, weight_decay)
   return chain(
       add_l2_regularization(weight_decay),
       scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype, nesterov=nesterov),
@@ -322,11 +272,9 @@ def adamw(
     * Complex parameters and bias correction differ from PyTorch/optax as described in :func:`adamx.adam`.
   """
   fn = "adamw"
-  _validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+  _common.validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
   _checks.check_bool(fn, "nesterov", nesterov)
-  _checks.check_scalar_or_schedule(fn, "learning_rate", learning_rate)
-  _checks.check_non_negative(fn, "weight_decay", weight_decay)
-  _checks.check_mask(fn, mask)
+  _common.validate_optimizer(fn, learning_rate, weight_decay, mask)
   return chain(
       scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype, nesterov=nesterov),
       add_decoupled_weight_decay(weight_decay, mask),
@@ -389,9 +337,8 @@ def amsgrad(
     Complex parameters and bias correction differ as described in :func:`adamx.adam`.
   """
   fn = "amsgrad"
-  _validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
-  _checks.check_scalar_or_schedule(fn, "learning_rate", learning_rate)
-  _checks.check_non_negative(fn, "weight_decay", weight_decay)
+  _common.validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+  _common.validate_optimizer(fn, learning_rate, weight_decay)
   _checks.check_choice(fn, "max_over", max_over, MAX_OVER)
   return chain(
       add_l2_regularization(weight_decay),
@@ -400,6 +347,4 @@ def amsgrad(
   )
 
 
-for _f in (scale_by_adam, scale_by_amsgrad, adam, adamw, amsgrad):
-  _f.__doc__ = _f.__doc__.replace("{args}\n", _MOMENT_ARGS + "\n")
-del _f
+_common.document(scale_by_adam, scale_by_amsgrad, adam, adamw, amsgrad)

@@ -21,6 +21,32 @@ from adamx._base import EmptyState, GradientTransformation
 Mask = Union[Any, Callable[[Any], Any]]
 
 
+def leaf_masks(fn: str, mask: Mask, params: Any) -> list[Any]:
+  """The mask of every leaf of ``params``, in ``jax.tree.leaves`` order: ``True``, ``False`` or a bool array.
+
+  ``mask`` is ``None`` (all ``True``), a pytree of bools with the structure of ``params`` or a prefix of it (a bool
+  then covers a whole subtree), or a callable ``params -> such a pytree``; errors name ``fn``.
+  """
+  if mask is None:
+    return [True] * len(jax.tree.leaves(params))
+  mask_tree = mask(params) if callable(mask) else mask
+  _checks.check_mask_leaves(fn, mask_tree)
+  mask_def = jax.tree.structure(mask_tree)
+  try:
+    p_subtrees = mask_def.flatten_up_to(params)
+  except ValueError:
+    raise ValueError(f"adamx.{fn}: mask must have the structure of params (or a prefix of it)\n  mask: {mask_def}"
+                     f"\n  params: {jax.tree.structure(params)}") from None
+  out = []
+  for (path, m), p in zip(jax.tree_util.tree_flatten_with_path(mask_tree)[0], p_subtrees):
+    for leaf in jax.tree.leaves(p):
+      if jnp.ndim(m) and jnp.shape(m) != jnp.shape(leaf):
+        raise ValueError(f"adamx.{fn}: mask leaf {jax.tree_util.keystr(path) or '<root>'} has shape "
+                         f"{jnp.shape(m)} but the parameter it masks has shape {jnp.shape(leaf)}")
+      out.append(m)
+  return out
+
+
 def _add_scaled_params(fn: str, weight_decay: jax.typing.ArrayLike, mask: Mask) -> GradientTransformation:
   weight_decay = _checks.check_non_negative(fn, "weight_decay", weight_decay)
   _checks.check_mask(fn, mask)
@@ -50,25 +76,9 @@ def _add_scaled_params(fn: str, weight_decay: jax.typing.ArrayLike, mask: Mask) 
               "static with optax.inject_hyperparams(..., static_args=('weight_decay',)).")
       raise ValueError(f"adamx.{fn}: params are required; call update(updates, state, params).{hint}")
     _tree.check_structure(fn, "updates", updates, "params", params)
-    if mask is None:
-      return jax.tree.map(decay_leaf, updates, params), state
-    mask_tree = mask(params) if callable(mask) else mask
-    _checks.check_mask_leaves(fn, mask_tree)
-    # The mask may be a prefix of the params tree: a single bool then covers a whole subtree.
-    mask_def = jax.tree.structure(mask_tree)
-    try:
-      u_subtrees, p_subtrees = mask_def.flatten_up_to(updates), mask_def.flatten_up_to(params)
-    except ValueError:
-      raise ValueError(f"adamx.{fn}: mask must have the structure of params (or a prefix of it)\n  mask: {mask_def}"
-                       f"\n  params: {jax.tree.structure(params)}") from None
-    new = []
-    for (path, m), u, p in zip(jax.tree_util.tree_flatten_with_path(mask_tree)[0], u_subtrees, p_subtrees):
-      for leaf in jax.tree.leaves(p):
-        if jnp.ndim(m) and jnp.shape(m) != jnp.shape(leaf):
-          raise ValueError(f"adamx.{fn}: mask leaf {jax.tree_util.keystr(path) or '<root>'} has shape "
-                           f"{jnp.shape(m)} but the parameter it masks has shape {jnp.shape(leaf)}")
-      new.append(jax.tree.map(lambda u_, p_, m=m: decay_leaf(u_, p_, m), u, p))
-    return mask_def.unflatten(new), state
+    leaves, treedef = jax.tree.flatten(updates)
+    decayed = map(decay_leaf, leaves, treedef.flatten_up_to(params), leaf_masks(fn, mask, params))
+    return treedef.unflatten(list(decayed)), state
 
   return GradientTransformation(init, update)
 
