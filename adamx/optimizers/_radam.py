@@ -46,12 +46,12 @@ def rho(b2: Any, count: jax.Array, dtype: Any) -> tuple[jax.Array, jax.Array]:
 
   :math:`\rho_t = \rho_\infty - 2 t \beta_2^t / (1 - \beta_2^t)` subtracts two numbers close to
   :math:`2 / (1 - \beta_2)` while :math:`t (1 - \beta_2)` is small (about 2,000 at :math:`\beta_2 = 0.999`) to
-  get a number near 5, so computed as written in float32 it is off by up to ~1e-2 near the threshold at
-  :math:`\beta_2 = 0.999` (optax's case) and ~0.1 at 0.9999. There, with :math:`L = -\log \beta_2`,
-  :math:`y = tL/2` and :math:`f(y) = \coth y - 1/y`, the identity :math:`\rho_t = t + f(L/2) - t\, f(y)` is free
-  of the cancellation; once :math:`y \ge 1/2` the formula as written loses less than a factor 3. Both are accurate
-  to a few float32 ulps (measured: at most 3.5e-7 relative for ``b2`` from 0.9 to 0.99999 against a 40-digit
-  evaluation).
+  get a number near 5, so computed as written in float32 (optax's case) it has a relative error of up to 2e-3 at
+  :math:`\beta_2 = 0.999` and 0.16 at 0.9999 in the steps where :math:`\rho_t \ge 4`. There, with
+  :math:`L = -\log \beta_2`, :math:`y = tL/2` and :math:`f(y) = \coth y - 1/y`, the identity
+  :math:`\rho_t = t + f(L/2) - t\, f(y)` is free of the cancellation; once :math:`y \ge 1/2` the formula as
+  written loses less than a factor 3. Together they are accurate to a few float32 ulps (measured: at most 3.5e-7
+  relative for ``b2`` from 0.9 to 0.99999; ``tests/test_classic.py`` checks both numbers).
   """
   t = count.astype(dtype)
   x = _checks.concrete_number(b2)
@@ -194,9 +194,9 @@ def radam(
     ICLR 2020 (Algorithm 2).
 
   .. warning::
-    * :math:`\rho_t` is computed without cancellation (see :func:`adamx.optimizers._radam.rho`); optax computes it
-      as written in float32, off by up to ~1e-2 for the first steps past the threshold, so the first rectified
-      steps differ from optax's by up to ~1% (PyTorch computes it in float64, as accurately as adamx).
+    * :math:`\rho_t` is computed without float32 cancellation; optax computes it as written in float32, with a
+      relative error of up to 2e-3 at :math:`\beta_2 = 0.999` (0.16 at 0.9999) in its first rectified steps, which
+      changes those steps by up to ~1% (PyTorch computes it in float64, as accurately as adamx).
     * PyTorch adapts when :math:`\rho_t > 5` (strictly; optax and adamx: :math:`\ge`) and adds :math:`\epsilon` to
       :math:`\sqrt{v_t}` before the bias correction, i.e. divides by :math:`\sqrt{\hat v_t} + \epsilon /
       \sqrt{1 - \beta_2^t}`: a difference of order :math:`\epsilon` relative to :math:`\sqrt{\hat v_t}`.
