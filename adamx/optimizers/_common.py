@@ -29,7 +29,8 @@ MOMENT_ARGS = """\
 def document(*fns: Callable, args: str = MOMENT_ARGS) -> None:
   """Substitute ``args`` (default :data:`MOMENT_ARGS`) for the ``{args}`` line of each function's docstring."""
   for f in fns:
-    f.__doc__ = f.__doc__.replace("{args}\n", args + "\n")
+    if f.__doc__:  # None under python -OO
+      f.__doc__ = f.__doc__.replace("{args}\n", args + "\n")
 
 
 def validate(fn: str, b1: Any, b2: Any, eps: Any, eps_root: Any = 0.0, mu_dtype: Any = None,

@@ -231,6 +231,7 @@ def nadamw(
 
 
 for _f in (nadam, nadamw):
-  _f.__doc__ = _f.__doc__.replace("{rule}\n", _RULE + "\n")
+  if _f.__doc__:  # None under python -OO
+    _f.__doc__ = _f.__doc__.replace("{rule}\n", _RULE + "\n")
 del _f
 _common.document(scale_by_nadam, nadam, nadamw, args=_common.MOMENT_ARGS + "\n" + _MOMENTUM_DECAY)
