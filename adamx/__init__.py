@@ -40,6 +40,21 @@ from adamx.transforms._trust_ratio import scale_by_trust_ratio
 # --- end classic family imports ---
 
 # --- schedules (issue 6) imports ---
+from adamx.schedules import (
+    cosine_decay_schedule,
+    cosine_onecycle_schedule,
+    cosine_warm_restarts_schedule,
+    exponential_decay,
+    inverse_sqrt_schedule,
+    join_schedules,
+    linear_onecycle_schedule,
+    linear_schedule,
+    piecewise_constant_schedule,
+    polynomial_schedule,
+    sgdr_schedule,
+    warmup_constant_schedule,
+    warmup_stable_decay_schedule,
+)
 # --- end schedules imports ---
 
 # --- clipping, partition, inject_hyperparams, diagnostics (issue 6) imports ---
@@ -101,6 +116,19 @@ __all__ = (
     "scale_by_trust_ratio",
     # --- end classic family names ---
     # --- schedules (issue 6) names ---
+    "linear_schedule",
+    "polynomial_schedule",
+    "exponential_decay",
+    "cosine_decay_schedule",
+    "piecewise_constant_schedule",
+    "warmup_constant_schedule",
+    "warmup_stable_decay_schedule",
+    "inverse_sqrt_schedule",
+    "join_schedules",
+    "sgdr_schedule",
+    "cosine_warm_restarts_schedule",
+    "cosine_onecycle_schedule",
+    "linear_onecycle_schedule",
     # --- end schedules names ---
     # --- clipping, partition, inject_hyperparams, diagnostics (issue 6) names ---
     # --- end clipping, partition, inject_hyperparams, diagnostics names ---
