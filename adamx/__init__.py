@@ -61,6 +61,11 @@ from adamx.schedules import (
 # --- end clipping, partition, inject_hyperparams, diagnostics imports ---
 
 # --- wrappers: skip_non_finite, accumulation, ema, maximize, lookahead (issue 6) imports ---
+from adamx.transforms._accumulate import AccumulateGradientsState, accumulate_gradients
+from adamx.transforms._ema import EmaState, ema, ema_params
+from adamx.transforms._lookahead import LookaheadState, lookahead
+from adamx.transforms._maximize import maximize
+from adamx.transforms._skip import SkipNonFiniteState, skip_non_finite
 # --- end wrappers imports ---
 
 __version__ = "0.1.0"
@@ -133,5 +138,15 @@ __all__ = (
     # --- clipping, partition, inject_hyperparams, diagnostics (issue 6) names ---
     # --- end clipping, partition, inject_hyperparams, diagnostics names ---
     # --- wrappers: skip_non_finite, accumulation, ema, maximize, lookahead (issue 6) names ---
+    "skip_non_finite",
+    "SkipNonFiniteState",
+    "accumulate_gradients",
+    "AccumulateGradientsState",
+    "ema",
+    "ema_params",
+    "EmaState",
+    "maximize",
+    "lookahead",
+    "LookaheadState",
     # --- end wrappers names ---
 )
