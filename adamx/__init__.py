@@ -58,6 +58,19 @@ from adamx.schedules import (
 # --- end schedules imports ---
 
 # --- clipping, partition, inject_hyperparams, diagnostics (issue 6) imports ---
+from adamx.transforms._clip import ClipByGlobalNormState, clip, clip_by_block_rms, clip_by_global_norm, global_norm
+from adamx.transforms._diagnostics import update_diagnostics
+from adamx.transforms._inject import InjectHyperparamsState, inject_hyperparams
+from adamx.transforms._partition import (
+    MaskedNode,
+    MaskedState,
+    PartitionState,
+    decay_labels,
+    decay_mask,
+    masked,
+    partition,
+    path_labels,
+)
 # --- end clipping, partition, inject_hyperparams, diagnostics imports ---
 
 # --- wrappers: skip_non_finite, accumulation, ema, maximize, lookahead (issue 6) imports ---
@@ -136,6 +149,22 @@ __all__ = (
     "linear_onecycle_schedule",
     # --- end schedules names ---
     # --- clipping, partition, inject_hyperparams, diagnostics (issue 6) names ---
+    "clip_by_global_norm",
+    "ClipByGlobalNormState",
+    "global_norm",
+    "clip",
+    "clip_by_block_rms",
+    "partition",
+    "PartitionState",
+    "masked",
+    "MaskedState",
+    "MaskedNode",
+    "path_labels",
+    "decay_mask",
+    "decay_labels",
+    "inject_hyperparams",
+    "InjectHyperparamsState",
+    "update_diagnostics",
     # --- end clipping, partition, inject_hyperparams, diagnostics names ---
     # --- wrappers: skip_non_finite, accumulation, ema, maximize, lookahead (issue 6) names ---
     "skip_non_finite",
