@@ -15,10 +15,10 @@ README = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 def test_training_step_example_runs_and_fits():
   blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
-  assert len(blocks) == 2
+  assert len(blocks) == 3
   assert len(blocks[1].strip().splitlines()) <= 13  # "ten lines": the step, plus init and the loop
   namespace: dict = {}
-  for block in blocks:
+  for block in blocks[:2]:
     exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 (our own README)
   params = namespace["params"]
   # Weight decay (1e-2) and a schedule that ends at 0 leave the fit slightly short of exact (measured: loss
@@ -28,6 +28,20 @@ def test_training_step_example_runs_and_fits():
   initial = namespace["loss"]({"w": jnp.zeros(3), "b": jnp.zeros(())}, namespace["x"], namespace["y"])
   assert float(namespace["loss"](params, namespace["x"], namespace["y"])) < 1e-2 * float(initial)
   assert int(namespace["opt_state"][0].count) == 1_000
+
+
+def test_parameter_groups_example_runs():
+  """The param-groups example: the embeddings go to adam, the rest to adamw with decay on the kernel only."""
+  blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+  namespace: dict = {}
+  exec(compile(blocks[0] + blocks[2], "README.md", "exec"), namespace)  # noqa: S102 (our own README)
+  state = namespace["opt_state"]
+  # ones gradients: 100*8 + 8*8 + 8 = 872 entries, so the norm is sqrt(872)
+  np.testing.assert_allclose(float(state[0].global_norm), 872**0.5, rtol=1e-6)
+  assert sorted(state[1].inner_states) == ["embed", "rest"]
+  updates, model = namespace["updates"], namespace["model"]
+  assert {k: v.shape for k, v in updates["dense"].items()} == {"kernel": (8, 8), "bias": (8,)}
+  assert adamx.decay_mask(model) == {"dense": {"bias": False, "kernel": True}, "embed_tokens": False}
 
 
 def test_api_table_names_public_functions():
