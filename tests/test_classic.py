@@ -55,6 +55,22 @@ def test_optax_float32_rho_is_far_less_accurate(b2, optax_err):
   assert (np.abs(ours - exact)[tractable] / exact[tractable]).max() < 5e-7
 
 
+@pytest.mark.parametrize("b2", B2S + [0.95, 0.973, 0.988])
+def test_rho_is_accurate_in_float64(b2, x64):
+  """The series of the cancellation-free form must be cut earlier in float64 (a float32-accurate series left
+  RAdam's float64 updates 1e-10 off a float64 reference)."""
+  import mpmath
+
+  t = np.arange(1, 3001)
+  mpmath.mp.dps = 50
+  b = mpmath.mpf(b2)
+  exact = np.array([float((2 / (1 - b) - 1) - 2 * k * b**k / (1 - b**k)) for k in t])
+  ours = np.asarray(rho(b2, jnp.asarray(t, jnp.int32), jnp.float64)[1])
+  assert ours.dtype == np.float64
+  rel = np.abs(ours - exact) / np.abs(exact)
+  assert rel.max() < 1e-14, (rel.max(), int(t[rel.argmax()]))
+
+
 def test_rho_edge_cases():
   t = jnp.arange(1, 6, dtype=jnp.int32)
   # b2 = 0: v_t = g_t^2, rho_inf = rho_t = 1 (never tractable); traced b2 agrees with the concrete one.
