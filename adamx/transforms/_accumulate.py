@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from adamx._base import GradientTransformation, OptState, Updates
-from adamx.transforms._skip import check_positive_int, check_transform, cond, is_traced, zero_updates_of
+from adamx.transforms._wrapping import check_positive_int, check_transform, cond, is_traced, zero_updates_of
 
 
 class AccumulateGradientsState(NamedTuple):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from adamx import _checks, _tree
 from adamx._base import GradientTransformation, OptState, Params
-from adamx.transforms._skip import check_positive_int, check_transform, cond
+from adamx.transforms._wrapping import check_positive_int, check_transform, cond
 
 
 class LookaheadState(NamedTuple):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 
 from adamx._base import GradientTransformation
-from adamx.transforms._skip import check_transform
+from adamx.transforms._wrapping import check_transform
 
 
 def maximize(transform: GradientTransformation) -> GradientTransformation:
