@@ -15,6 +15,7 @@ Example:
 """
 
 from adamx._base import EmptyState, GradientTransformation, apply_updates, chain, identity
+from adamx.optimizers._adabelief import ScaleByBeliefState, adabelief, scale_by_belief
 from adamx.optimizers._adam import (
     ScaleByAdamState,
     ScaleByAmsgradState,
@@ -24,23 +25,14 @@ from adamx.optimizers._adam import (
     scale_by_adam,
     scale_by_amsgrad,
 )
-from adamx.schedules import constant_schedule, warmup_cosine_schedule
-from adamx.transforms._scale import ScaleByScheduleState, scale, scale_by_learning_rate
-from adamx.transforms._weight_decay import add_decoupled_weight_decay, add_l2_regularization
-
-# --- classic family (issue 4) imports ---
-from adamx.optimizers._adabelief import ScaleByBeliefState, adabelief, scale_by_belief
 from adamx.optimizers._adamax import ScaleByAdamaxState, adamax, adamaxw, scale_by_adamax
 from adamx.optimizers._lamb import ScaleByLambState, lamb, scale_by_lamb
 from adamx.optimizers._lion import ScaleByLionState, lion, scale_by_lion
 from adamx.optimizers._nadam import ScaleByNadamState, nadam, nadamw, scale_by_nadam
 from adamx.optimizers._radam import ScaleByRadamState, radam, scale_by_radam
 from adamx.optimizers._yogi import ScaleByYogiState, scale_by_yogi, yogi
-from adamx.transforms._trust_ratio import scale_by_trust_ratio
-# --- end classic family imports ---
-
-# --- schedules (issue 6) imports ---
 from adamx.schedules import (
+    constant_schedule,
     cosine_decay_schedule,
     cosine_onecycle_schedule,
     cosine_warm_restarts_schedule,
@@ -53,14 +45,16 @@ from adamx.schedules import (
     polynomial_schedule,
     sgdr_schedule,
     warmup_constant_schedule,
+    warmup_cosine_schedule,
     warmup_stable_decay_schedule,
 )
-# --- end schedules imports ---
-
-# --- clipping, partition, inject_hyperparams, diagnostics (issue 6) imports ---
+from adamx.transforms._accumulate import AccumulateGradientsState, accumulate_gradients
 from adamx.transforms._clip import ClipByGlobalNormState, clip, clip_by_block_rms, clip_by_global_norm, global_norm
 from adamx.transforms._diagnostics import update_diagnostics
+from adamx.transforms._ema import EmaState, ema, ema_params
 from adamx.transforms._inject import InjectHyperparamsState, inject_hyperparams
+from adamx.transforms._lookahead import LookaheadState, lookahead
+from adamx.transforms._maximize import maximize
 from adamx.transforms._partition import (
     MaskedNode,
     MaskedState,
@@ -71,15 +65,10 @@ from adamx.transforms._partition import (
     partition,
     path_labels,
 )
-# --- end clipping, partition, inject_hyperparams, diagnostics imports ---
-
-# --- wrappers: skip_non_finite, accumulation, ema, maximize, lookahead (issue 6) imports ---
-from adamx.transforms._accumulate import AccumulateGradientsState, accumulate_gradients
-from adamx.transforms._ema import EmaState, ema, ema_params
-from adamx.transforms._lookahead import LookaheadState, lookahead
-from adamx.transforms._maximize import maximize
+from adamx.transforms._scale import ScaleByScheduleState, scale, scale_by_learning_rate
 from adamx.transforms._skip import SkipNonFiniteState, skip_non_finite
-# --- end wrappers imports ---
+from adamx.transforms._trust_ratio import scale_by_trust_ratio
+from adamx.transforms._weight_decay import add_decoupled_weight_decay, add_l2_regularization
 
 __version__ = "0.1.0"
 
@@ -96,6 +85,7 @@ __all__ = (
     "ScaleByScheduleState",
     "add_decoupled_weight_decay",
     "add_l2_regularization",
+    "scale_by_trust_ratio",
     # optimizers
     "scale_by_adam",
     "ScaleByAdamState",
@@ -104,10 +94,6 @@ __all__ = (
     "scale_by_amsgrad",
     "ScaleByAmsgradState",
     "amsgrad",
-    # schedules
-    "constant_schedule",
-    "warmup_cosine_schedule",
-    # --- classic family (issue 4) names ---
     "scale_by_adamax",
     "ScaleByAdamaxState",
     "adamax",
@@ -131,9 +117,9 @@ __all__ = (
     "scale_by_lamb",
     "ScaleByLambState",
     "lamb",
-    "scale_by_trust_ratio",
-    # --- end classic family names ---
-    # --- schedules (issue 6) names ---
+    # schedules
+    "constant_schedule",
+    "warmup_cosine_schedule",
     "linear_schedule",
     "polynomial_schedule",
     "exponential_decay",
@@ -147,8 +133,7 @@ __all__ = (
     "cosine_warm_restarts_schedule",
     "cosine_onecycle_schedule",
     "linear_onecycle_schedule",
-    # --- end schedules names ---
-    # --- clipping, partition, inject_hyperparams, diagnostics (issue 6) names ---
+    # clipping, parameter groups, hyperparameters, diagnostics
     "clip_by_global_norm",
     "ClipByGlobalNormState",
     "global_norm",
@@ -165,8 +150,7 @@ __all__ = (
     "inject_hyperparams",
     "InjectHyperparamsState",
     "update_diagnostics",
-    # --- end clipping, partition, inject_hyperparams, diagnostics names ---
-    # --- wrappers: skip_non_finite, accumulation, ema, maximize, lookahead (issue 6) names ---
+    # wrappers
     "skip_non_finite",
     "SkipNonFiniteState",
     "accumulate_gradients",
@@ -177,5 +161,4 @@ __all__ = (
     "maximize",
     "lookahead",
     "LookaheadState",
-    # --- end wrappers names ---
 )
