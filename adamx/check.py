@@ -2,8 +2,9 @@
 
 For every optimizer in :mod:`adamx.registry` and each of its variants, run a short trajectory on seeded random
 gradients over a mixed pytree with adamx and with the optax and PyTorch counterparts, and report the largest
-relative difference of params and optimizer state over all steps. optax and torch are imported lazily; a missing
-library is reported as skipped.
+relative difference of params and optimizer state over all steps. Then every schedule of
+``adamx.registry.SCHEDULES`` against optax's schedule of the same numbers. optax and torch are imported lazily; a
+missing library is reported as skipped.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from adamx import _base, registry
+from adamx import schedules as _schedules
 
 #: Normwise relative tolerance of the table. adamx's float32 bias correction is ~1e-5 closer to the float64 value
 #: than optax's (see ``adamx.adam``), and a few hundred float32 roundings add ~1e-6; 1e-4 leaves room for both while
 #: any real difference of convention (a missing bias correction, a misplaced decay) shows up at 1e-2 or more.
 TOLERANCE = 1e-4
+#: Schedules are one float32 evaluation each, so a few ulps of the largest value: anything else is a real difference.
+SCHEDULE_TOLERANCE = 1e-6
 
 
 @dataclasses.dataclass
@@ -169,7 +173,10 @@ def run(steps: int = 50, seed: int = 0, names: Sequence[str] | None = None,
   """Compute the parity table (see the module docstring)."""
   specs = list(specs if specs is not None else registry.OPTIMIZERS)
   if names:
-    specs = [registry.get(n) for n in names]
+    schedule_names = {s.name for s in registry.SCHEDULES}
+    specs = [registry.get(n) for n in names if n not in schedule_names]
+    if not specs:
+      return []
   libs = {}
   for lib in ("optax", "torch"):
     try:
@@ -197,8 +204,30 @@ def run(steps: int = 50, seed: int = 0, names: Sequence[str] | None = None,
   return rows
 
 
+def schedule_rows(names: Sequence[str] | None = None) -> list[Row]:
+  """Each schedule of :data:`adamx.registry.SCHEDULES` against its optax counterpart: the largest difference over
+  counts ``0 .. steps - 1`` relative to the schedule's largest value."""
+  try:
+    optax = importlib.import_module("optax")
+  except ImportError:
+    optax = None
+  rows = []
+  for spec in registry.SCHEDULES:
+    if names and spec.name not in names:
+      continue
+    if optax is None:
+      rows.append(Row(spec.name, "schedule", "optax", None, "skipped: optax is not installed"))
+      continue
+    counts = jnp.arange(spec.steps, dtype=jnp.int32)
+    ours = np.asarray(jax.vmap(getattr(_schedules, spec.name)(**spec.kwargs))(counts), np.float64)
+    theirs = np.asarray(jax.vmap(getattr(optax, spec.optax)(**spec.kwargs))(counts), np.float64)
+    err = float(np.max(np.abs(ours - theirs)) / max(float(np.max(np.abs(theirs))), 1e-30))
+    rows.append(Row(spec.name, "schedule", "optax", err, "pass" if err <= SCHEDULE_TOLERANCE else "FAIL"))
+  return rows
+
+
 def format_table(rows: Sequence[Row]) -> str:
-  header = ("optimizer", "variant", "against", "max rel err", "result")
+  header = ("name", "variant", "against", "max rel err", "result")
   body = [(r.optimizer, r.variant, r.against, "-" if r.max_rel_err is None else f"{r.max_rel_err:.2e}", r.status)
           for r in rows]
   widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
@@ -212,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--steps", type=int, default=50, help="trajectory length (default 50)")
   parser.add_argument("--seed", type=int, default=0, help="seed of the gradients and hyperparameters")
   parser.add_argument("--optimizer", action="append", dest="names", metavar="NAME",
-                      help="check only this optimizer (repeatable); default: the whole registry")
+                      help="check only this optimizer or schedule (repeatable); default: the whole registry")
   args = parser.parse_args(argv)
   if args.steps < 1:
     parser.error(f"--steps must be a positive integer, got {args.steps}")
@@ -220,8 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = run(steps=args.steps, seed=args.seed, names=args.names)
   except KeyError as e:
     parser.error(str(e.args[0]))
+  rows += schedule_rows(args.names)
   print(format_table(rows))
   failed = [r for r in rows if r.status == "FAIL"]
-  print(f"\n{len(rows) - len(failed)} of {len(rows)} comparisons within {TOLERANCE:g} over {args.steps} steps"
+  print(f"\n{len(rows) - len(failed)} of {len(rows)} comparisons within tolerance ({TOLERANCE:g} for optimizers "
+        f"over {args.steps} steps, {SCHEDULE_TOLERANCE:g} for schedules)"
         + (f"; {len(failed)} FAILED" if failed else ""))
   return 1 if failed else 0

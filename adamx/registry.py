@@ -259,9 +259,61 @@ OPTIMIZERS: tuple[OptimizerSpec, ...] = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class ScheduleSpec:
+  """A schedule with a counterpart of the same numbers in optax, and a representative configuration.
+
+  Attributes:
+    name: public name, ``adamx.<name>``.
+    kwargs: the configuration compared.
+    optax: the name of the optax schedule taking the same arguments.
+    steps: counts ``0 .. steps - 1`` are compared (well past the schedule's end).
+  """
+
+  name: str
+  kwargs: Mapping[str, Any]
+  optax: str
+  steps: int
+
+
+SCHEDULES: tuple[ScheduleSpec, ...] = (
+    ScheduleSpec("constant_schedule", MappingProxyType(dict(value=3e-4)), "constant_schedule", 10),
+    ScheduleSpec("linear_schedule", MappingProxyType(dict(init_value=1e-3, end_value=1e-5, transition_steps=500,
+                                                          transition_begin=100)), "linear_schedule", 800),
+    ScheduleSpec("polynomial_schedule", MappingProxyType(dict(init_value=1e-3, end_value=1e-5, power=2.0,
+                                                              transition_steps=500)), "polynomial_schedule", 800),
+    ScheduleSpec("exponential_decay", MappingProxyType(dict(init_value=1e-3, transition_steps=50, decay_rate=0.5,
+                                                            staircase=True, end_value=1e-5)),
+                 "exponential_decay", 800),
+    ScheduleSpec("cosine_decay_schedule", MappingProxyType(dict(init_value=1e-3, decay_steps=500, alpha=0.1)),
+                 "cosine_decay_schedule", 800),
+    ScheduleSpec("warmup_cosine_schedule", MappingProxyType(dict(init_value=0.0, peak_value=1e-3, warmup_steps=50,
+                                                                 decay_steps=500, end_value=1e-5)),
+                 "warmup_cosine_decay_schedule", 800),
+    ScheduleSpec("warmup_constant_schedule", MappingProxyType(dict(init_value=0.0, peak_value=1e-3,
+                                                                   warmup_steps=50)),
+                 "warmup_constant_schedule", 200),
+    ScheduleSpec("piecewise_constant_schedule", MappingProxyType(dict(init_value=1e-3,
+                                                                      boundaries_and_scales={200: 0.1, 400: 0.1})),
+                 "piecewise_constant_schedule", 600),
+    ScheduleSpec("cosine_onecycle_schedule", MappingProxyType(dict(transition_steps=500, peak_value=1e-3)),
+                 "cosine_onecycle_schedule", 800),
+    ScheduleSpec("linear_onecycle_schedule", MappingProxyType(dict(transition_steps=500, peak_value=1e-3)),
+                 "linear_onecycle_schedule", 800),
+)
+
+
 def get(name: str) -> OptimizerSpec:
   """The spec of optimizer ``name``; a KeyError lists the known names."""
   for spec in OPTIMIZERS:
     if spec.name == name:
       return spec
   raise KeyError(f"adamx.registry: no optimizer {name!r}; known: {', '.join(s.name for s in OPTIMIZERS)}")
+
+
+def get_schedule(name: str) -> ScheduleSpec:
+  """The spec of schedule ``name``; a KeyError lists the known names."""
+  for spec in SCHEDULES:
+    if spec.name == name:
+      return spec
+  raise KeyError(f"adamx.registry: no schedule {name!r}; known: {', '.join(s.name for s in SCHEDULES)}")

@@ -21,7 +21,7 @@ def test_cli_check_passes_and_prints_every_comparison():
   result = _run_cli("check", "--steps", "20")
   assert result.returncode == 0, result.stdout + result.stderr
   lines = result.stdout.splitlines()
-  assert lines[0].split() == ["optimizer", "variant", "against", "max", "rel", "err", "result"]
+  assert lines[0].split() == ["name", "variant", "against", "max", "rel", "err", "result"]
   rows = [line for line in lines[2:] if line.strip() and not line.startswith(tuple("0123456789"))]
   import optax
   import torch
@@ -29,8 +29,9 @@ def test_cli_check_passes_and_prints_every_comparison():
   modules = {"optax": optax, "torch": torch}
   expected = {(spec.name, lib) for spec in registry.OPTIMIZERS for variant in spec.variants for lib in modules
               if getattr(spec, lib) and getattr(spec, lib)(modules[lib], spec.full_kwargs(**variant)) is not None}
-  assert {(row.split()[0], row.split()[-3]) for row in rows} == expected
   assert {name for name, _ in expected} == {spec.name for spec in registry.OPTIMIZERS}
+  expected |= {(spec.name, "optax") for spec in registry.SCHEDULES}
+  assert {(row.split()[0], row.split()[-3]) for row in rows} == expected
   assert all(row.split()[-1] == "pass" for row in rows)
   assert "comparisons within" in lines[-1]
 
@@ -84,3 +85,18 @@ def test_check_reports_missing_libraries_as_skipped(monkeypatch):
   rows = check.run(steps=2, names=["adam"])
   assert any(r.against == "torch" and r.status == "skipped: torch is not installed" for r in rows)
   assert any(r.against == "optax" and r.status == "pass" for r in rows)
+
+
+def test_schedule_rows_can_fail(monkeypatch):
+  """A schedule compared with a different optax schedule fails; the real table passes at 1e-6."""
+  rows = check.schedule_rows()
+  assert {r.optimizer for r in rows} == {s.name for s in registry.SCHEDULES}
+  assert all(r.status == "pass" and r.max_rel_err <= check.SCHEDULE_TOLERANCE for r in rows)
+  wrong = dataclasses.replace(registry.get_schedule("cosine_decay_schedule"), optax="linear_schedule",
+                              kwargs={"init_value": 1e-3, "end_value": 0.0, "transition_steps": 500})
+  monkeypatch.setattr(registry, "SCHEDULES", (dataclasses.replace(wrong, name="linear_schedule"),
+                                              dataclasses.replace(registry.SCHEDULES[0])))
+  monkeypatch.setattr(check._schedules, "linear_schedule",
+                      lambda **kw: adamx.cosine_decay_schedule(kw["init_value"], kw["transition_steps"]))
+  rows = check.schedule_rows()
+  assert [r.status for r in rows] == ["FAIL", "pass"] and rows[0].max_rel_err > 0.1
