@@ -71,6 +71,7 @@ def test_converges_on_parabola(spec, variant, dtype):
     np.testing.assert_allclose(np.asarray(x, np.complex64), np.asarray(t, np.complex64), atol=atol)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec,variant", CASES, ids=IDS)
 def test_converges_on_rosenbrock(spec, variant):
   """Reaches the minimum (1, 1) from (-1.2, 1) within 10k steps for some peak rate of a small grid.

@@ -87,6 +87,7 @@ def _real_and_complex(tree, params):
   return [x for x, p in zip(jax.tree.leaves(tree), jax.tree.leaves(params)) if p.dtype != jnp.bfloat16]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec,variant", OPTAX_CASES, ids=OPTAX_IDS)
 def test_optax_trajectory(spec, variant):
   seed = 100 + OPTAX_CASES.index((spec, variant))
@@ -131,6 +132,7 @@ def _torch_params_rtol(t):
   return TORCH_RTOL + t * 2.0 ** -25  # see the module docstring: torch's float32 decay factor
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec,variant", TORCH_CASES, ids=TORCH_IDS)
 def test_torch_trajectory(spec, variant):
   seed = 200 + TORCH_CASES.index((spec, variant))

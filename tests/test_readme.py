@@ -54,5 +54,6 @@ def test_api_table_names_public_functions():
 
 def test_setup_commands_match_ci():
   ci = (pathlib.Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
-  assert "python -m pytest -q" in README and "python -m pytest -q" in ci
+  for command in ("python -m pytest -q", "python -m pytest -q -m slow"):
+    assert command in README and command in ci, command
   assert "torch==2.13.0" in README and "torch==2.13.0" in ci

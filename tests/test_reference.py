@@ -285,6 +285,7 @@ def _pair(mode: str, case: str) -> tuple[Pair, dict[str, float]]:
   return _case(case, h), h
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", _CASES)
 def test_float64_trajectory(case, x64):
   """float64 / complex128 leaves: adamx is the paper's algorithm to rounding level for 512 steps (1e-12)."""
@@ -295,6 +296,7 @@ def test_float64_trajectory(case, x64):
   print(f"float64 {case}: " + ", ".join(f"{k}={v:.1e}" for k, v in worst.items()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", _CASES)
 def test_float32_trajectory(case):
   """float32 / complex64 leaves, the same trajectories, within the float32 error bounds of ``_f32_tols``."""

@@ -551,6 +551,7 @@ def _adamx_run(mode: str, case: str) -> tuple[Any, dict, Any, list, _Run]:
   return reference, h, params, grads_seq, _record(_adamx_steps(tx, params, grads_seq, fields))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", _F64_CASES)
 def test_float64_trajectory(case, x64):
   """float64 / complex128 leaves: adamx is the paper's algorithm (with the API's options) to rounding level for 512
@@ -618,6 +619,7 @@ def _f32_skip(case: str) -> Callable[[str, bool], bool]:
   return lambda field, is_complex: case.startswith("lion") and field == "updates" and is_complex
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", _F32_CASES)
 def test_float32_trajectory(case):
   """float32 / complex64 leaves, 512 steps, within the float32 error bounds of ``_f32_tols``."""
