@@ -1,0 +1,60 @@
+"""``python -m benchmarks``: time adamx against optax and ``torch.optim.AdamW`` and write ``benchmarks/RESULTS.md``.
+
+Run it on an otherwise idle machine: every number is a best-of-N wall time. ``--quick`` uses two small trees and
+three steps (a smoke test, seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--quick", action="store_true", help="two small trees, a few steps (smoke test)")
+  parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 20, quick 3)")
+  parser.add_argument("--no-torch", action="store_true", help="skip torch.optim")
+  parser.add_argument("--out", default=str(HERE / "RESULTS.md"), help="Markdown file to write ('-': stdout only)")
+  parser.add_argument("--plot", default=str(HERE / "time_vs_size.png"), help="PNG plot to write ('-': none)")
+  args = parser.parse_args(argv)
+  steps = args.steps if args.steps is not None else (3 if args.quick else 20)
+  if steps < 1:
+    parser.error(f"--steps must be a positive integer, got {steps}")
+
+  from benchmarks import suite
+
+  env = suite.environment()
+  with_torch = not args.no_torch and env["torch"] != "not installed"
+  if with_torch:
+    import torch
+
+    torch.set_num_threads(len(__import__("os").sched_getaffinity(0)))
+    env = suite.environment()
+  triad = suite.stream_triad_gbps(1 << 20 if args.quick else 1 << 26)
+  print(f"memory bandwidth (STREAM triad, jax): {triad:.1f} GB/s", flush=True)
+  results = suite.run(suite.default_trees(args.quick), steps, with_torch=with_torch)
+  command = "python -m benchmarks" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+  report = [
+      "# Benchmark results", "",
+      f"Command: `{command}`", "",
+      *(f"- {k}: {v}" for k, v in env.items()),
+      f"- memory bandwidth, STREAM triad `b + s*c` in jax: {triad:.1f} GB/s", "",
+      suite.table(results, triad), "",
+  ]
+  text = "\n".join(report)
+  print(text)
+  if args.out != "-":
+    pathlib.Path(args.out).write_text(text)
+    print(f"wrote {args.out}")
+  if args.plot != "-":
+    print(f"wrote {args.plot}" if suite.plot(results, args.plot) else "matplotlib not installed: no plot")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
