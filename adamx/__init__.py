@@ -15,6 +15,7 @@ Example:
 """
 
 from adamx._base import EmptyState, GradientTransformation, apply_updates, chain, identity
+from adamx._flat import FlatLayout, flatten_params
 from adamx.optimizers._adabelief import ScaleByBeliefState, adabelief, scale_by_belief
 from adamx.optimizers._adam import (
     ScaleByAdamState,
@@ -79,6 +80,9 @@ __all__ = (
     "chain",
     "identity",
     "apply_updates",
+    # the flat parameter store
+    "flatten_params",
+    "FlatLayout",
     # transforms
     "scale",
     "scale_by_learning_rate",

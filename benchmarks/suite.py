@@ -91,9 +91,13 @@ def _jax_tree(tree: Tree, value: float) -> dict[str, jax.Array]:
   return {f"p{i:04d}": jnp.full(s, value, jnp.float32) for i, s in enumerate(tree.leaves)}
 
 
-def time_jax(tx: Any, tree: Tree, steps: int) -> tuple[float, float, float, float]:
-  """``(best step ms, compile s, HLO bytes/param, state bytes/param)`` for a jitted, donated step of ``tx``."""
-  import optax  # only for apply_updates-equivalent semantics shared by both libraries
+def time_jax(tx: Any, tree: Tree, steps: int, flat: bool = False) -> tuple[float, float, float, float]:
+  """``(best step ms, compile s, HLO bytes/param, state bytes/param)`` for a jitted, donated step of ``tx``; with
+  ``flat``, on the params and gradients packed by :func:`adamx.flatten_params` (the step alone is timed: the
+  gradient's assembly into the flat buffer happens in the model's backward pass)."""
+  import optax
+
+  import adamx
 
   def step(params, state, grads):
     updates, state = tx.update(grads, state, params)
@@ -101,6 +105,9 @@ def time_jax(tx: Any, tree: Tree, steps: int) -> tuple[float, float, float, floa
 
   params = _jax_tree(tree, 1.0)
   grads = _jax_tree(tree, 0.01)
+  if flat:
+    params, layout = adamx.flatten_params(params)
+    grads = layout.pack(grads)
   state = tx.init(params)
   state_bytes = sum(x.nbytes for x in jax.tree.leaves(state) if x.size > 1) / tree.size
   jitted = jax.jit(step, donate_argnums=(0, 1))
@@ -153,19 +160,18 @@ def stream_triad_gbps(n: int = 1 << 26, repeats: int = 10) -> float:
   return 12 * n / best / 1e9
 
 
-Impl = tuple[str, Callable[[], Any]]
-
-
-def jax_impls(lr: float = 1e-3, wd: float = 1e-2) -> list[Impl]:
+def jax_impls(lr: float = 1e-3, wd: float = 1e-2) -> list[tuple[str, Callable[[], Any], bool]]:
+  """``(name, make transform, flat store)``; the flat-store row only runs on trees of several leaves."""
   import optax
 
   import adamx
 
   return [
-      ("adamx.adamw", lambda: adamx.adamw(lr, weight_decay=wd)),
-      ("optax.adamw", lambda: optax.adamw(lr, weight_decay=wd)),
-      ("adamx.adam", lambda: adamx.adam(lr)),
-      ("optax.adam", lambda: optax.adam(lr)),
+      ("adamx.adamw", lambda: adamx.adamw(lr, weight_decay=wd), False),
+      ("adamx.adamw flat store", lambda: adamx.adamw(lr, weight_decay=wd), True),
+      ("optax.adamw", lambda: optax.adamw(lr, weight_decay=wd), False),
+      ("adamx.adam", lambda: adamx.adam(lr), False),
+      ("optax.adam", lambda: optax.adam(lr), False),
   ]
 
 
@@ -184,8 +190,10 @@ def run(trees: Sequence[Tree], steps: int, *, with_torch: bool = True, log: Call
         ) -> list[Result]:
   results = []
   for tree in trees:
-    for name, make in jax_impls():
-      ms, comp, hb, sb = time_jax(make(), tree, steps)
+    for name, make, flat in jax_impls():
+      if flat and len(tree.leaves) == 1:
+        continue
+      ms, comp, hb, sb = time_jax(make(), tree, steps, flat)
       results.append(Result(tree.name, tree.size, len(tree.leaves), name, ms, comp, hb, sb))
       log(f"{tree.name:>26}  {name:<22} {ms:9.3f} ms  compile {comp:6.2f} s  HLO {hb:5.1f} B/param")
     if with_torch:

@@ -68,6 +68,8 @@ def test_benchmark_suite_runs_quick():
   assert out.returncode == 0, out.stdout + out.stderr
   rows = [line for line in out.stdout.splitlines() if line.startswith("| 1 x 64k")]
   assert {row.split("|")[2].strip() for row in rows} == {"adamx.adamw", "optax.adamw", "adamx.adam", "optax.adam"}
+  flat_rows = [line for line in out.stdout.splitlines() if line.startswith("| 20 x 1k | adamx.adamw flat store")]
+  assert len(flat_rows) == 1
   assert "| 40.0 | 8.0 |" in rows[0]
 
 
