@@ -26,11 +26,32 @@ from adamx.optimizers._adam import (
     scale_by_adam,
     scale_by_amsgrad,
 )
+from adamx.optimizers._adam_mini import ScaleByAdamMiniState, adam_mini, adam_mini_partition, scale_by_adam_mini
 from adamx.optimizers._adamax import ScaleByAdamaxState, adamax, adamaxw, scale_by_adamax
+from adamx.optimizers._ademamix import (
+    ScaleByAdemamixState,
+    ademamix,
+    ademamix_alpha_schedule,
+    ademamix_b3_schedule,
+    scale_by_ademamix,
+)
+from adamx.optimizers._adopt import ScaleByAdoptState, adopt, scale_by_adopt
 from adamx.optimizers._lamb import ScaleByLambState, lamb, scale_by_lamb
+from adamx.optimizers._laprop import ScaleByLapropState, laprop, scale_by_laprop
 from adamx.optimizers._lion import ScaleByLionState, lion, scale_by_lion
 from adamx.optimizers._nadam import ScaleByNadamState, nadam, nadamw, scale_by_nadam
 from adamx.optimizers._radam import ScaleByRadamState, radam, scale_by_radam
+from adamx.optimizers._schedule_free import (
+    ScaleByScheduleFreeAdamWState,
+    ScheduleFreeAdamWState,
+    ScheduleFreeState,
+    scale_by_schedule_free_adamw,
+    schedule_free,
+    schedule_free_adamw,
+    schedule_free_eval_params,
+)
+from adamx.optimizers._sophia import ScaleBySophiaState, scale_by_sophia, sophia
+from adamx.optimizers._stableadamw import ScaleByStableAdamwState, scale_by_stableadamw, stableadamw
 from adamx.optimizers._yogi import ScaleByYogiState, scale_by_yogi, yogi
 from adamx.schedules import (
     constant_schedule,
@@ -50,6 +71,7 @@ from adamx.schedules import (
     warmup_stable_decay_schedule,
 )
 from adamx.transforms._accumulate import AccumulateGradientsState, accumulate_gradients
+from adamx.transforms._cautious import cautious, cautious_adamw, cautious_lion
 from adamx.transforms._clip import ClipByGlobalNormState, clip, clip_by_block_rms, clip_by_global_norm, global_norm
 from adamx.transforms._diagnostics import update_diagnostics
 from adamx.transforms._ema import EmaState, ema, ema_params
@@ -121,6 +143,34 @@ __all__ = (
     "scale_by_lamb",
     "ScaleByLambState",
     "lamb",
+    "scale_by_sophia",
+    "ScaleBySophiaState",
+    "sophia",
+    "scale_by_ademamix",
+    "ScaleByAdemamixState",
+    "ademamix",
+    "cautious_adamw",
+    "cautious_lion",
+    "scale_by_stableadamw",
+    "ScaleByStableAdamwState",
+    "stableadamw",
+    "scale_by_adam_mini",
+    "ScaleByAdamMiniState",
+    "adam_mini",
+    "adam_mini_partition",
+    "scale_by_adopt",
+    "ScaleByAdoptState",
+    "adopt",
+    "scale_by_laprop",
+    "ScaleByLapropState",
+    "laprop",
+    "scale_by_schedule_free_adamw",
+    "ScaleByScheduleFreeAdamWState",
+    "schedule_free_adamw",
+    "ScheduleFreeAdamWState",
+    "schedule_free",
+    "ScheduleFreeState",
+    "schedule_free_eval_params",
     # schedules
     "constant_schedule",
     "warmup_cosine_schedule",
@@ -137,6 +187,8 @@ __all__ = (
     "cosine_warm_restarts_schedule",
     "cosine_onecycle_schedule",
     "linear_onecycle_schedule",
+    "ademamix_alpha_schedule",
+    "ademamix_b3_schedule",
     # clipping, parameter groups, hyperparameters, diagnostics
     "clip_by_global_norm",
     "ClipByGlobalNormState",
@@ -165,4 +217,5 @@ __all__ = (
     "maximize",
     "lookahead",
     "LookaheadState",
+    "cautious",
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -68,6 +69,19 @@ def random_like(rng: np.random.Generator, tree: Any, scale: float = 1.0) -> Any:
   return jax.tree.map(draw, tree)
 
 
+def example_loss(params: Any) -> jax.Array:
+  """A smooth loss over any pytree, ``sum over leaves of sum(|x|^4) / 4 + |sum(x)|^2 / 2``, for optimizers whose
+  ``update`` needs the objective (``OptimizerSpec.update_kwargs``); its Hessian is not diagonal."""
+  leaves = [x.astype(jnp.promote_types(x.dtype, jnp.float32)) for x in jax.tree.leaves(params)]
+  return sum(jnp.sum(jnp.abs(x) ** 4) / 4 + jnp.abs(jnp.sum(x)) ** 2 / 2 for x in leaves)
+
+
+def update_kwargs(spec: registry.OptimizerSpec, params: Any, loss: Callable[[Any], Any] = example_loss
+                  ) -> dict[str, Any]:
+  """The keyword arguments ``spec``'s ``update`` needs for ``loss`` (``OptimizerSpec.update_kwargs``), or ``{}``."""
+  return spec.update_kwargs(loss, params) if spec.update_kwargs else {}
+
+
 def to_numpy(tree: Any) -> Any:
   """float64 / complex128 NumPy copies of the leaves (bfloat16 converts exactly)."""
   return jax.tree.map(lambda x: np.asarray(x, np.complex128 if jnp.iscomplexobj(x) else np.float64), tree)
@@ -84,17 +98,45 @@ def rel_err(a: Any, b: Any, scale: float = 0.0) -> float:
   return max(errs, default=0.0)
 
 
-def moments(state: Any) -> dict[str, Any]:
-  """The moment fields (``mu``, ``nu``, ``nu_max``) of the first moment state inside a (chain) state.
+#: The parameter-shaped state fields compared by the parity table, by their family-wide names (first moments,
+#: AdEMAMix's slow EMA, Schedule-Free's base sequence, second moments and AMSGrad's maximum).
+MOMENT_FIELDS = ("mu", "mu_slow", "z", "nu", "nu_max")
+_REAL_FIELDS = ("nu", "nu_max")
+
+
+def _named_tuples(tree: Any) -> Iterator[Any]:
+  """Every NamedTuple inside ``tree`` (chain tuples, lists and dicts of states), depth first, outer before inner."""
+  if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+    yield tree
+  if isinstance(tree, (tuple, list)):
+    for x in tree:
+      yield from _named_tuples(x)
+  elif isinstance(tree, dict):
+    for x in tree.values():
+      yield from _named_tuples(x)
+
+
+def moments(state: Any, fields: Iterable[str] | None = None) -> dict[str, Any]:
+  """The parameter-shaped fields (:data:`MOMENT_FIELDS`) of a (chain) state: for each name, its first occurrence in
+  the state's NamedTuples. ``fields`` asks for exactly those names (a missing one raises).
 
   optax keeps the second moment of a complex leaf as a complex array with zero imaginary part; it is returned as
   its real part, so adamx and optax states compare leaf for leaf.
   """
-  for s in jax.tree.leaves(state, is_leaf=lambda x: hasattr(x, "mu")):
-    if hasattr(s, "mu"):
-      return {k: getattr(s, k) if k == "mu" else jax.tree.map(jnp.real, getattr(s, k))
-              for k in ("mu", "nu", "nu_max") if hasattr(s, k)}
-  raise ValueError("no moment state (a NamedTuple with a mu field) in the optimizer state")
+  found: dict[str, Any] = {}
+  for s in _named_tuples(state):
+    for k in MOMENT_FIELDS:
+      if k not in found and k in s._fields:
+        found[k] = jax.tree.map(jnp.real, getattr(s, k)) if k in _REAL_FIELDS else getattr(s, k)
+  if fields is not None:
+    fields = tuple(fields)
+    missing = [k for k in fields if k not in found]
+    if missing:
+      raise ValueError(f"no state field(s) {missing} in the optimizer state (found {sorted(found)})")
+    found = {k: found[k] for k in fields}
+  if not found:
+    raise ValueError(f"no moment state (a NamedTuple with a field among {MOMENT_FIELDS}) in the optimizer state")
+  return found
 
 
 Step = tuple[Any, Any, dict[str, Any], dict[str, Any]]
@@ -111,12 +153,14 @@ def optax_trajectory(spec: registry.OptimizerSpec, kwargs: dict[str, Any], param
 
   def steps():
     p1, s1, p2, s2 = params, tx.init(params), params, otx.init(params)
-    step1, step2 = jax.jit(tx.update), jax.jit(otx.update)
+    kw = update_kwargs(spec, params)
+    step1, step2 = jax.jit(functools.partial(tx.update, **kw)), jax.jit(functools.partial(otx.update, **kw))
     for g in grads:
       u1, s1 = step1(g, s1, p1)
       u2, s2 = step2(g, s2, p2)
       p1, p2 = _base.apply_updates(p1, u1), optax.apply_updates(p2, u2)
-      yield p1, p2, moments(s1), moments(s2)
+      ours = moments(s1)
+      yield p1, p2, ours, moments(s2, fields=ours)
 
   return steps()
 
@@ -137,7 +181,7 @@ def torch_trajectory(spec: registry.OptimizerSpec, kwargs: dict[str, Any], param
     opt = cls(tparams, **torch_kwargs)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda) if lr_lambda else None
     p, s = params, tx.init(params)
-    step = jax.jit(tx.update)
+    step = jax.jit(functools.partial(tx.update, **update_kwargs(spec, params)))
     for g in grads:
       for tp, gl in zip(tparams, jax.tree.leaves(g)):
         tp.grad = torch.tensor(np.array(gl))

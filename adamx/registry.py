@@ -13,12 +13,29 @@ import inspect
 import math
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from adamx._base import GradientTransformation
-from adamx.optimizers import _adabelief, _adam, _adamax, _lamb, _lion, _nadam, _radam, _yogi
+from adamx.optimizers import (
+    _adabelief,
+    _adam,
+    _adam_mini,
+    _adamax,
+    _ademamix,
+    _adopt,
+    _lamb,
+    _laprop,
+    _lion,
+    _nadam,
+    _radam,
+    _schedule_free,
+    _sophia,
+    _stableadamw,
+    _yogi,
+)
+from adamx.transforms import _cautious
 
 #: ``name -> (low, high, log_uniform)`` ranges for random hyperparameters, shared by the Adam family.
 ADAM_SPACE = MappingProxyType({
@@ -29,6 +46,8 @@ ADAM_SPACE = MappingProxyType({
 })
 
 
+_MOMENT_DTYPE_ARGS = MappingProxyType({"mu": "mu_dtype", "mu_slow": "mu_dtype", "nu": "nu_dtype",
+                                       "nu_max": "nu_dtype"})
 _ADAM_TORCH_STATE = MappingProxyType({"mu": "exp_avg", "nu": "exp_avg_sq", "nu_max": "max_exp_avg_sq"})
 
 
@@ -46,6 +65,18 @@ class OptimizerSpec:
     optax: ``optax(optax_module, kwargs) -> optax transform or None``.
     torch: ``torch(torch_module, kwargs) -> (optimizer class, optimizer kwargs) or None``.
     torch_state: adamx state field -> the name of the same quantity in the torch optimizer's per-param state.
+    update_kwargs: ``update_kwargs(loss, params) -> dict``: the keyword arguments ``update`` needs besides
+      ``(updates, state, params)`` (Sophia's objective for its Hessian estimate), given the loss ``params -> scalar``
+      being minimised; ``None`` when it needs none. The tests and ``adamx.check`` pass them to every ``update`` call,
+      and wrap the transform as ``optax.GradientTransformationExtraArgs`` where optax would otherwise drop them.
+    reference_only: for an optimizer that neither optax nor ``torch.optim`` has, the path of the float64 reference
+      it is checked against instead (``tests/reference/<module>.py``); empty for every optimizer with a counterpart.
+    dtype_args: parameter-shaped state field -> the factory argument that sets its dtype (fields ``nu``/``nu_max``
+      are real for complex parameters, the others have the parameter's kind).
+    constant_rate: the learning rate is part of the algorithm (Schedule-Free's averaging weights), so the invariant
+      suite trains with warmup then a constant rate instead of warmup then cosine decay.
+    rosenbrock: ``(atol, max loss)`` the invariant suite's 10k-step Rosenbrock run must reach from (-1.2, 1):
+      ``(1e-3, 1e-6)``, looser only with a measured reason at the entry.
   """
 
   name: str
@@ -57,6 +88,11 @@ class OptimizerSpec:
   optax: Callable[[ModuleType, dict[str, Any]], Any] | None = None
   torch: Callable[[ModuleType, dict[str, Any]], tuple[type, dict[str, Any]] | None] | None = None
   torch_state: Mapping[str, str] = dataclasses.field(default_factory=lambda: _ADAM_TORCH_STATE)
+  update_kwargs: Callable[[Callable[[Any], Any], Any], dict[str, Any]] | None = None
+  reference_only: str = ""
+  dtype_args: Mapping[str, str] = dataclasses.field(default_factory=lambda: _MOMENT_DTYPE_ARGS)
+  constant_rate: bool = False
+  rosenbrock: tuple[float, float] = (1e-3, 1e-6)
 
   def defaults(self) -> dict[str, Any]:
     """The factory's keyword defaults."""
@@ -228,6 +264,161 @@ _L2_SPACE = MappingProxyType({**ADAM_SPACE, "weight_decay": (0.0, 0.1, False)})
 _LION_SPACE = MappingProxyType({k: ADAM_SPACE[k] for k in ("learning_rate", "b1", "b2")}
                                | {"weight_decay": (0.0, 0.1, False)})
 
+# --- cautious (issue 5) ---
+# C-AdamW and C-Lion have no optax or torch.optim counterpart: tests/test_cautious.py checks them against a float64
+# transcription of the paper (tests/reference/cautious.py).
+
+# --- ademamix (issue 5) ---
+class _OptaxAdemamixState(NamedTuple):
+  """optax.contrib's ``ScaleByAdemamixState(count, count_m2, m1, m2, nu)`` under adamx's field names (``mu`` is m1,
+  ``mu_slow`` m2), so that ``adamx.check.moments`` and the parity tests read optax's state as they read adamx's."""
+
+  count: Any
+  count_m2: Any
+  mu: Any
+  mu_slow: Any
+  nu: Any
+
+
+def _optax_ademamix(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  """``optax.contrib.ademamix`` (its state relabelled, see above). It takes schedules for ``b3`` and ``alpha``,
+  called with the count of earlier updates as adamx does; its ``mu_dtype`` also types ``nu`` and is not cast back
+  after a step, so only the default dtypes have a counterpart."""
+  if not _plain_dtypes(kw):
+    return None
+  tx = optax.contrib.ademamix(kw["learning_rate"], b1=kw["b1"], b2=kw["b2"], b3=kw["b3"], alpha=kw["alpha"],
+                              eps=kw["eps"], eps_root=kw["eps_root"], weight_decay=kw["weight_decay"],
+                              mask=kw["mask"])
+
+  def to_view(state):
+    s = state[0]
+    return (_OptaxAdemamixState(s.count, s.count_m2, s.m1, s.m2, s.nu), *state[1:])
+
+  def from_view(state):
+    v = state[0]
+    s = optax.contrib.ScaleByAdemamixState(count=v.count, count_m2=v.count_m2, m1=v.mu, m2=v.mu_slow, nu=v.nu)
+    return (s, *state[1:])
+
+  def update(updates, state, params=None):
+    updates, state = tx.update(updates, from_view(state), params)
+    return updates, to_view(state)
+
+  return optax.GradientTransformation(lambda params: to_view(tx.init(params)), update)
+
+
+# The registry's problems are short (500 to 10k steps), and the paper's b3 = 0.9999 remembers ~10k steps: on the
+# invariant suite's 2000-step parabola it stops 0.13 from the minimum, and on the 10k-step Rosenbrock at loss 9e-6
+# (measured). The registry's variant is therefore the paper's setting for short runs, b3 = 0.999 (Appendix C.1.5),
+# which also keeps a 500-step parity trajectory meaningful (its slow EMA fills to 39% and forgets); the variant fixes
+# b3, so the space samples alpha only. tests/test_ademamix.py covers sampled b3 in [0.99, 0.9999] and both warmup
+# schedules against optax and the paper.
+_ADEMAMIX_SPACE = MappingProxyType({**_L2_SPACE, "alpha": (1.0, 8.0, False)})
+
+# --- sophia (issue 5) ---
+def _optax_sophia(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  """``optax.contrib.sophia`` with its Hutchinson estimator seeded as adamx's: the same Rademacher probes, bit for
+  bit. optax has the default conventions only (bias correction, the refreshed estimate used from the next step)."""
+  if (kw["estimator"] != "hutchinson" or kw["probe"] != "rademacher" or not kw["bias_correction"]
+      or kw["fresh_hessian"] or kw["nu_dtype"] is not None or not isinstance(kw["seed"], int)):
+    return None
+  import jax  # noqa: PLC0415 (the registry's only JAX call)
+
+  estimator = optax.contrib.hutchinson_estimator_diag_hessian(jax.random.PRNGKey(kw["seed"]))
+  return optax.contrib.sophia(kw["learning_rate"], b1=kw["b1"], b2=kw["b2"], eps=kw["eps"],
+                              weight_decay=kw["weight_decay"], weight_decay_mask=kw["mask"], gamma=kw["gamma"],
+                              clip_threshold=kw["clip_threshold"], update_interval=kw["update_interval"],
+                              hessian_diagonal_fn=estimator, mu_dtype=kw["mu_dtype"])
+
+
+def _sophia_update_kwargs(loss: Callable[[Any], Any], params: Any) -> dict[str, Any]:
+  del params
+  return {"obj_fn": loss}  # Sophia-H: the Hessian of the loss being minimised
+
+
+_SOPHIA_SPACE = MappingProxyType({**_L2_SPACE, "gamma": (1e-3, 0.1, True)})
+
+# --- stableadamw (issue 5) ---
+def _optax_stableadamw(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  """optax has no StableAdamW; with clipping off (``clipping_threshold=inf``) it is ``optax.adamw``. The clip itself
+  is checked against the paper's float64 reference and an optax composition (tests/test_stableadamw.py)."""
+  m = _optax_moment_kwargs(kw)
+  if m is None or kw["clipping_threshold"] != math.inf:
+    return None
+  return optax.adamw(kw["learning_rate"], weight_decay=kw["weight_decay"], mask=kw["mask"], **m)
+
+
+# --- adam_mini (issue 5) ---
+def _optax_adam_mini(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  """optax has no Adam-mini; with one block per entry (``partition="element"``) it is ``optax.adamw``. The block
+  means are checked against the paper's float64 reference (tests/test_adam_mini.py)."""
+  m = _optax_moment_kwargs(kw)
+  if m is None or kw["partition"] != "element":
+    return None
+  return optax.adamw(kw["learning_rate"], weight_decay=kw["weight_decay"], mask=kw["mask"], **m)
+
+
+# --- adopt (issue 5) ---
+def _optax_adopt(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  """``optax.contrib.scale_by_adopt`` with optax's decoupled decay. optax's *clipped* ADOPT raises on complex
+  parameters (``jnp.clip``) and the parity trees of ``adamx.check`` and ``tests/test_parity.py`` have a complex leaf,
+  so only ``use_clipping=False`` is compared through the registry; ``tests/test_adopt.py`` compares the clipped forms
+  with optax on real leaves. optax has no ``nu_dtype``."""
+  if kw["use_clipping"] or kw["nu_dtype"] is not None:
+    return None
+  return optax.chain(
+      optax.contrib.scale_by_adopt(kw["b1"], kw["b2"], kw["eps"], kw["mu_dtype"], nesterov=kw["nesterov"],
+                                   use_clipping=False),
+      optax.add_decayed_weights(kw["weight_decay"], kw["mask"]),
+      optax.scale_by_learning_rate(kw["learning_rate"]))
+
+
+# --- laprop (issue 5) ---
+class _OptaxLapropState(NamedTuple):
+  """The two states of optax's LaProp composition (see :func:`_optax_laprop`) under adamx's field names: ``mu`` is
+  ``optax.ema``'s average, ``nu`` ``optax.scale_by_rms``'s second moment, ``count`` their common step count."""
+
+  count: Any
+  mu: Any
+  nu: Any
+
+
+def _optax_laprop(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  """LaProp built from optax pieces (optax has no LaProp): ``scale_by_rms(bias_correction=True, eps_in_sqrt=False)``
+  divides the gradient by ``sqrt(n_t / (1 - b2^t)) + eps``, then ``ema(b1, debias=True)`` averages it and divides by
+  ``1 - b1^t`` (Ziyin et al. 2020, Algorithm 1), then decoupled decay and the learning rate. No ``eps_root`` or
+  ``nu_dtype`` there."""
+  if kw["eps_root"] != 0 or kw["nu_dtype"] is not None:
+    return None
+  rms = optax.scale_by_rms(decay=kw["b2"], eps=kw["eps"], eps_in_sqrt=False, bias_correction=True)
+  ema = optax.ema(kw["b1"], debias=True, accumulator_dtype=kw["mu_dtype"])
+  tail = optax.chain(optax.add_decayed_weights(kw["weight_decay"], kw["mask"]),
+                     optax.scale_by_learning_rate(kw["learning_rate"]))
+  rms_state, ema_state = type(rms.init({})), type(ema.init({}))
+
+  def init(params):
+    r, e = rms.init(params), ema.init(params)
+    return _OptaxLapropState(r.count, e.ema, r.nu), tail.init(params)
+
+  def update(updates, state, params=None):
+    s, tail_state = state
+    updates, r = rms.update(updates, rms_state(count=s.count, nu=s.nu))
+    updates, e = ema.update(updates, ema_state(count=s.count, ema=s.mu))
+    updates, tail_state = tail.update(updates, tail_state, params)
+    return updates, (_OptaxLapropState(r.count, e.ema, r.nu), tail_state)
+
+  return optax.GradientTransformation(init, update)
+
+
+# --- schedule_free_adamw (issue 5) ---
+def _optax_schedule_free_adamw(optax: ModuleType, kw: dict[str, Any]) -> Any:
+  if kw["convention"] != "optax" or kw["nu_dtype"] is not None or kw["mask"] is not None:
+    return None
+  # optax's warmup_steps=0 never trains (a 0-step warmup schedule is 0 forever); adamx's 0 is no warmup, optax's None.
+  return optax.contrib.schedule_free_adamw(kw["learning_rate"], warmup_steps=kw["warmup_steps"] or None, b1=kw["b1"],
+                                           b2=kw["b2"], eps=kw["eps"], weight_decay=kw["weight_decay"],
+                                           weight_lr_power=kw["weight_lr_power"], state_dtype=kw["state_dtype"])
+
+
 OPTIMIZERS: tuple[OptimizerSpec, ...] = (
     OptimizerSpec("adam", _adam.adam, _adam.scale_by_adam, _L2_SPACE,
                   variants=({}, {"nesterov": True}), optax=_optax_adam, torch=_torch_adam),
@@ -256,6 +447,37 @@ OPTIMIZERS: tuple[OptimizerSpec, ...] = (
                   variants=({"bias_correction": True}, {"bias_correction": False}), optax=_optax_yogi),
     OptimizerSpec("lion", _lion.lion, _lion.scale_by_lion, _LION_SPACE, optax=_optax_lion),
     OptimizerSpec("lamb", _lamb.lamb, _lamb.scale_by_lamb, _L2_SPACE, optax=_optax_lamb),
+    OptimizerSpec("cautious_adamw", _cautious.cautious_adamw, _adam.scale_by_adam, _L2_SPACE,
+                  variants=({"normalize": "mean"}, {"normalize": "count"}),
+                  reference_only="tests/reference/cautious.py"),
+    OptimizerSpec("cautious_lion", _cautious.cautious_lion, _lion.scale_by_lion, _LION_SPACE,
+                  variants=({"normalize": "count"}, {"normalize": "mean"}),
+                  reference_only="tests/reference/cautious.py"),
+    OptimizerSpec("ademamix", _ademamix.ademamix, _ademamix.scale_by_ademamix, _ADEMAMIX_SPACE,
+                  variants=({"b3": 0.999},), optax=_optax_ademamix),
+    OptimizerSpec("sophia", _sophia.sophia, _sophia.scale_by_sophia, _SOPHIA_SPACE,
+                  variants=({}, {"bias_correction": False, "fresh_hessian": True, "probe": "normal"}),
+                  supports_complex=False, optax=_optax_sophia, update_kwargs=_sophia_update_kwargs,
+                  # The default decoupled decay (1e-4, optax's) is balanced where the gradient is lambda gamma h theta
+                  # (the denominator gamma h stays ~ the curvature, where Adam's sqrt(v) -> 0), which moves the
+                  # minimum by H^-1 lambda gamma diag(H) (1, 1) = (6e-4, 1.2e-3): measured (5.6e-4, 1.1e-3), loss 3e-7;
+                  # with weight_decay=0 it reaches (1, 1) to 1e-7.
+                  rosenbrock=(2e-3, 1e-6)),
+    OptimizerSpec("stableadamw", _stableadamw.stableadamw, _stableadamw.scale_by_stableadamw, _L2_SPACE,
+                  variants=({}, {"clipping_threshold": math.inf}), optax=_optax_stableadamw),
+    OptimizerSpec("adam_mini", _adam_mini.adam_mini, _adam_mini.scale_by_adam_mini, _L2_SPACE,
+                  variants=({}, {"partition": "element"}), optax=_optax_adam_mini),
+    OptimizerSpec("adopt", _adopt.adopt, _adopt.scale_by_adopt, _L2_SPACE,
+                  variants=({}, {"nesterov": True}, {"use_clipping": False}), optax=_optax_adopt),
+    OptimizerSpec("laprop", _laprop.laprop, _laprop.scale_by_laprop, _L2_SPACE, optax=_optax_laprop),
+    OptimizerSpec("schedule_free_adamw", _schedule_free.schedule_free_adamw,
+                  _schedule_free.scale_by_schedule_free_adamw, _L2_SPACE,
+                  variants=({"convention": "optax"}, {"convention": "paper"}), optax=_optax_schedule_free_adamw,
+                  dtype_args=MappingProxyType({"z": "state_dtype", "nu": "nu_dtype"}), constant_rate=True,
+                  # At a constant rate the averaged iterates crawl along Rosenbrock's curved valley: after 10k steps
+                  # at 5e-2, y = (0.9947, 0.9953), loss 3.6e-3 (optax convention; paper 6.4e-3; x is 3e-6 and 1.2e-5
+                  # but still 2e-3 off); 1e-2, 5e-3 and 1e-3 end farther away. So within 2e-2, loss < 1e-2.
+                  rosenbrock=(2e-2, 1e-2)),
 )
 
 

@@ -25,7 +25,7 @@ import pytest
 import adamx
 from adamx import registry
 from tests.test_validation import _message
-from tests.trees import assert_close, random_like
+from tests.trees import assert_close, bound_factory, random_like
 
 CASES = [(spec, variant) for spec in registry.OPTIMIZERS for variant in spec.variants]
 IDS = [f"{spec.name}-{'-'.join(f'{k}={v}' for k, v in variant.items()) or 'default'}" for spec, variant in CASES]
@@ -54,6 +54,7 @@ def _bitwise(a, b):
 @pytest.mark.parametrize("spec,variant", CASES, ids=IDS)
 def test_every_optimizer_injected_equals_plain(spec, variant):
   params = _small_params(spec.supports_complex)
+  factory = bound_factory(spec)
   hp = _float32_hyperparams(spec, variant)
   numeric = sorted(k for k, v in {**spec.defaults(), **hp}.items() if isinstance(v, float))
   rng = np.random.default_rng(7)
@@ -63,8 +64,8 @@ def test_every_optimizer_injected_equals_plain(spec, variant):
   # updates and inner state.
   dynamic = {"learning_rate", "weight_decay", "eps", "eps_root"}
   hp_decimal = {**spec.sample(np.random.default_rng(6)), **variant}
-  itx = adamx.inject_hyperparams(spec.factory, static_args=[k for k in numeric if k not in dynamic])(**hp_decimal)
-  tx = spec.factory(**hp_decimal)
+  itx = adamx.inject_hyperparams(factory, static_args=[k for k in numeric if k not in dynamic])(**hp_decimal)
+  tx = factory(**hp_decimal)
   s_inj, s_ref = itx.init(params), tx.init(params)
   assert set(s_inj.hyperparams) == dynamic & set(numeric)
   for g in grads[:2]:
@@ -72,11 +73,11 @@ def test_every_optimizer_injected_equals_plain(spec, variant):
     u_ref, s_ref = tx.update(g, s_ref, params)
     _bitwise(u_inj, u_ref)
     _bitwise(s_inj.inner_state, s_ref)
-  tx = spec.factory(**hp)
+  tx = factory(**hp)
 
   # 2. Everything injected (no static_args: strings, bools, None are static by themselves), jitted once; the
   # learning rate changes after two steps without a new trace.
-  itx = adamx.inject_hyperparams(spec.factory)(**hp)
+  itx = adamx.inject_hyperparams(factory)(**hp)
   state = itx.init(params)
   assert sorted(state.hyperparams) == numeric
   assert all(v.dtype == jnp.float32 and v.shape == () for v in state.hyperparams.values())
@@ -92,7 +93,7 @@ def test_every_optimizer_injected_equals_plain(spec, variant):
     if i == 2:
       old = state.hyperparams["learning_rate"]
       state.hyperparams["learning_rate"] = jnp.asarray(hp["learning_rate"] / 4, old.dtype)
-      tx = spec.factory(**{**hp, "learning_rate": hp["learning_rate"] / 4})
+      tx = factory(**{**hp, "learning_rate": hp["learning_rate"] / 4})
     new_p, new_state = step(p_inj, state, g)
     assert jax.tree.structure(new_state) == jax.tree.structure(state)
     chex.assert_trees_all_equal_shapes_and_dtypes(new_state, state)

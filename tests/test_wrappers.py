@@ -106,7 +106,7 @@ def test_state_structure_and_dtypes_stable_around_every_optimizer(name, spec):
   branch of a ``lax.cond`` whose other branch returns the gradient and the state unchanged traces only if the
   state keeps its tree, shapes and dtypes and the updates keep the gradient's. Extra arguments are tolerated."""
   params = _small_params(spec)
-  tx = WRAPPERS[name](spec.factory(learning_rate=1e-2))
+  tx = WRAPPERS[name](trees.bound_factory(spec)(learning_rate=1e-2))
   state = tx.init(params)
 
   def step(s, g, flag):  # with extra keyword arguments, which every wrapper must tolerate
@@ -125,7 +125,7 @@ def test_compiled_step_no_recompilation_and_chains_agree(name):
   adamx.chain (run in a lax.cond) and optax.chain; the cond's other branch leaves the state as it was."""
   spec = SPECS[sorted(WRAPPERS).index(name) % len(SPECS)]
   params = _small_params(spec)
-  tx = WRAPPERS[name](spec.factory(learning_rate=1e-2))
+  tx = WRAPPERS[name](trees.bound_factory(spec)(learning_rate=1e-2))
   atx, otx = adamx.chain(optax.clip_by_global_norm(1.0), tx), optax.chain(optax.clip_by_global_norm(1.0), tx)
 
   @jax.jit
@@ -187,7 +187,7 @@ def test_skip_equals_running_only_the_finite_steps(spec):
   """Skipped steps change nothing: zero updates, params and inner state untouched, and the run equals the
   optimizer run on the finite gradients only (eager, so the whole registry stays cheap)."""
   params = _TREE
-  opt = spec.factory(learning_rate=1e-2)
+  opt = trees.bound_factory(spec)(learning_rate=1e-2)
   tx = adamx.skip_non_finite(opt)
   p, s, pp, sp = params, tx.init(params), params, opt.init(params)
   rng = np.random.default_rng(2)
@@ -218,7 +218,7 @@ def test_skip_matches_optax_apply_if_finite():
   the same updates, inner state and counters (compiled, on one optimizer of the registry)."""
   spec = SPECS[1 % len(SPECS)]
   params = _small_params(spec, bf16=False)
-  opt = spec.factory(learning_rate=1e-2)
+  opt = trees.bound_factory(spec)(learning_rate=1e-2)
   tx, otx = adamx.skip_non_finite(opt), optax.apply_if_finite(opt, max_consecutive_errors=100)
   step, ostep = jax.jit(tx.update), jax.jit(otx.update)
   p, s, po, so = params, tx.init(params), params, otx.init(params)
@@ -307,7 +307,7 @@ def test_accumulate_equals_one_step_on_the_full_batch(spec):
   The gradient is compiled once; the optimizer steps run eagerly, so the whole registry stays cheap."""
   params, x, y, _ = _MLP
   k, steps = 4, 3
-  opt = spec.factory(learning_rate=1e-2)
+  opt = trees.bound_factory(spec)(learning_rate=1e-2)
   tx = adamx.accumulate_gradients(opt, k)
   p, s, pf, sf = params, tx.init(params), params, opt.init(params)
   for _ in range(steps):
@@ -333,7 +333,7 @@ def test_accumulate_matches_optax_multisteps():
   # No complex leaf: optax.MultiSteps accumulates in float32 and drops the imaginary part of complex gradients
   # (adamx accumulates a complex64 gradient in complex64).
   params = _small_params(spec, bf16=False, complex_leaf=False)
-  opt = spec.factory(learning_rate=1e-2)
+  opt = trees.bound_factory(spec)(learning_rate=1e-2)
   tx, otx = adamx.accumulate_gradients(opt, 3), optax.MultiSteps(opt, every_k_schedule=3)
   step, ostep = jax.jit(chex.assert_max_traces(tx.update, n=1)), jax.jit(otx.update)
   s, so, p = tx.init(params), otx.init(params), params
@@ -490,7 +490,7 @@ MAXIMIZE_STEPS = 120
 @pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
 def test_maximize_is_the_optimizer_on_negated_gradients(spec):
   kwargs = spec.sample(np.random.default_rng(zlib.crc32(spec.name.encode())))
-  tx, opt = adamx.maximize(spec.factory(**kwargs)), spec.factory(**kwargs)
+  tx, opt = adamx.maximize(trees.bound_factory(spec)(**kwargs)), trees.bound_factory(spec)(**kwargs)
   g = trees.random_like(np.random.default_rng(7), _TREE)
   chex.assert_trees_all_equal(tx.update(g, tx.init(_TREE), _TREE),
                               opt.update(jax.tree.map(lambda x: -x, g), opt.init(_TREE), _TREE))
@@ -570,7 +570,7 @@ def test_lookahead_matches_optax_lookahead(spec):
   """optax.lookahead on LookaheadParams(fast, slow): our params are its fast params, our state.slow its slow ones
   (eager, on the shared tree, so that the whole registry stays cheap)."""
   params = _TREE
-  opt = spec.factory(learning_rate=1e-2)
+  opt = trees.bound_factory(spec)(learning_rate=1e-2)
   tx = adamx.lookahead(opt, sync_period=3, slow_step_size=0.4)
   otx = optax.lookahead(opt, sync_period=3, slow_step_size=0.4)
   step, ostep = tx.update, otx.update  # eager: the whole registry stays cheap

@@ -35,3 +35,25 @@ def assert_close(actual: Any, expected: Any, rtol: float, what: str = "", scale:
     assert np.shape(x) == np.shape(y), (what, path, np.shape(x), np.shape(y))
     err = rel_err(x, y, scale)
     assert err <= rtol, f"{what}{path}: normwise relative error {err:.3e} > {rtol:.1e}"
+
+
+def bound_factory(spec: Any) -> Any:
+  """``spec.factory`` with the keyword arguments its ``update`` needs bound (``OptimizerSpec.update_kwargs``:
+  Sophia's objective, here ``adamx.check.example_loss``), so that wrappers written for the plain protocol
+  (``optax.lookahead``, ``optax.chain``) can hold it. The factory itself for every other optimizer."""
+  if not spec.update_kwargs:
+    return spec.factory
+  import functools
+
+  from adamx import _base, check
+
+  @functools.wraps(spec.factory)
+  def make(*args: Any, **kwargs: Any) -> Any:
+    tx = spec.factory(*args, **kwargs)
+
+    def update(updates, state, params=None, **extra_args):
+      return tx.update(updates, state, params, **{**check.update_kwargs(spec, params), **extra_args})
+
+    return _base.GradientTransformation(tx.init, update)
+
+  return make
