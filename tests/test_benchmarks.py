@@ -61,6 +61,7 @@ def test_adam_step_makes_no_more_passes_than_optax(make):
     assert hlo.bytes_per_element(ours, n) == 40
 
 
+@pytest.mark.slow  # ~10 s: a subprocess that compiles two trees for four implementations
 def test_benchmark_suite_runs_quick():
   """``python -m benchmarks --quick`` runs end to end and prints the table (no file written, nothing timed here)."""
   out = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--steps", "1", "--no-torch", "--out", "-",

@@ -17,6 +17,7 @@ def _run_cli(*args):
   return subprocess.run([sys.executable, "-m", "adamx", *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # the whole table over the registry (~50 s); the flags and exit codes are tested below
 def test_cli_check_passes_and_prints_every_comparison():
   result = _run_cli("check", "--steps", "20")
   assert result.returncode == 0, result.stdout + result.stderr

@@ -29,6 +29,11 @@ from tests.trees import assert_close, bound_factory, random_like
 
 CASES = [(spec, variant) for spec in registry.OPTIMIZERS for variant in spec.variants]
 IDS = [f"{spec.name}-{'-'.join(f'{k}={v}' for k, v in variant.items()) or 'default'}" for spec, variant in CASES]
+# Injection does not depend on the convention a variant selects: the default suite runs each optimizer's first
+# variant, ``-m slow`` the others.
+FIRST_VARIANT_DEFAULT = [
+    pytest.param(spec, variant, id=ident, marks=[pytest.mark.slow] if variant is not spec.variants[0] else [])
+    for (spec, variant), ident in zip(CASES, IDS)]
 
 
 def _small_params(complex_leaf: bool = True):
@@ -51,7 +56,7 @@ def _bitwise(a, b):
   chex.assert_trees_all_equal(a, b)
 
 
-@pytest.mark.parametrize("spec,variant", CASES, ids=IDS)
+@pytest.mark.parametrize("spec,variant", FIRST_VARIANT_DEFAULT)
 def test_every_optimizer_injected_equals_plain(spec, variant):
   params = _small_params(spec.supports_complex)
   factory = bound_factory(spec)

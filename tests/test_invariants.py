@@ -21,6 +21,11 @@ from tests.trees import assert_close, mixed_params, random_like
 
 CASES = [(spec, variant) for spec in registry.OPTIMIZERS for variant in spec.variants]
 IDS = [f"{spec.name}-{'-'.join(f'{k}={v}' for k, v in variant.items()) or 'default'}" for spec, variant in CASES]
+# The structural invariants (donation, counters, wrappers, differentiation) do not depend on which convention a
+# variant selects: the default suite runs them on each optimizer's first variant, ``-m slow`` on the others.
+FIRST_VARIANT_DEFAULT = [
+    pytest.param(spec, variant, id=ident, marks=[pytest.mark.slow] if variant is not spec.variants[0] else [])
+    for (spec, variant), ident in zip(CASES, IDS)]
 SPECS = [spec for spec in registry.OPTIMIZERS]
 SPEC_IDS = [spec.name for spec in SPECS]
 
@@ -121,7 +126,7 @@ def _shape_dtype(tree):
   return jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), tree)
 
 
-@pytest.mark.parametrize("spec,variant", CASES, ids=IDS)
+@pytest.mark.parametrize("spec,variant", FIRST_VARIANT_DEFAULT)
 def test_no_recompilation(spec, variant):
   params = _mixed(spec)
   tx = spec.factory(learning_rate=_lr(spec, 1e-2, 100), **variant)
@@ -139,7 +144,7 @@ def test_no_recompilation(spec, variant):
   chex.clear_trace_counter()
 
 
-@pytest.mark.parametrize("spec,variant", CASES, ids=IDS)
+@pytest.mark.parametrize("spec,variant", FIRST_VARIANT_DEFAULT)
 def test_state_structure_shapes_dtypes_stable(spec, variant):
   params = _mixed(spec)
   tx = spec.factory(**variant)
@@ -197,7 +202,7 @@ def test_moment_dtypes_honoured(spec):
     assert {k: v.dtype for k, v in tree.items()} == only(expected), field
 
 
-@pytest.mark.parametrize("spec,variant", CASES, ids=IDS)
+@pytest.mark.parametrize("spec,variant", FIRST_VARIANT_DEFAULT)
 def test_extra_args_tolerated(spec, variant):
   params = _mixed(spec)
   tx = spec.factory(**variant)
@@ -208,7 +213,7 @@ def test_extra_args_tolerated(spec, variant):
   chex.assert_trees_all_equal(plain, extra)
 
 
-@pytest.mark.parametrize("spec,variant", CASES, ids=IDS)
+@pytest.mark.parametrize("spec,variant", FIRST_VARIANT_DEFAULT)
 def test_buffer_donation(spec, variant):
   params = _mixed(spec)
   tx = spec.factory(**variant)
@@ -253,7 +258,7 @@ def test_inside_optax_chain(spec, variant):
   chex.assert_trees_all_equal(u1, u2)
 
 
-@pytest.mark.parametrize("spec,variant", CASES, ids=IDS)
+@pytest.mark.parametrize("spec,variant", FIRST_VARIANT_DEFAULT)
 def test_inside_inject_hyperparams(spec, variant):
   """Injected hyperparameters give the plain optimizer's numbers and can change between steps without retracing."""
   params = _mixed(spec)
@@ -286,7 +291,7 @@ def test_inside_inject_hyperparams(spec, variant):
   chex.clear_trace_counter()
 
 
-@pytest.mark.parametrize("spec,variant", CASES, ids=IDS)
+@pytest.mark.parametrize("spec,variant", FIRST_VARIANT_DEFAULT)
 def test_inside_optax_multisteps(spec, variant):
   """``optax.MultiSteps(k)`` over adamx equals one adamx step on the mean of every k gradients.
 
@@ -328,7 +333,7 @@ def _with_count(state, value):
   return state
 
 
-@pytest.mark.parametrize("spec,variant", CASES, ids=IDS)
+@pytest.mark.parametrize("spec,variant", FIRST_VARIANT_DEFAULT)
 def test_counter_saturates(spec, variant):
   params = _mixed(spec)
   tx = spec.factory(learning_rate=_lr(spec, 1e-2, 100), **variant)
@@ -358,7 +363,7 @@ def test_vmap_over_params(spec):
 
 
 @pytest.mark.parametrize("b1", [0.0, 0.5], ids=["b1=0", "b1=0.5"])
-@pytest.mark.parametrize("spec,variant", CASES, ids=IDS)
+@pytest.mark.parametrize("spec,variant", FIRST_VARIANT_DEFAULT)
 def test_differentiable_wrt_hyperparameters(spec, variant, b1, x64):
   """jax.grad through several steps w.r.t. b1 and the learning rate matches central finite differences (float64).
   b1 = 0 is legal, and the bias correction's log(b1) must not turn its gradient into NaN."""
