@@ -7,8 +7,9 @@ crossing zero) is measured against that O(1) scale rather than its own. From the
 
 * params, float32/complex64 leaves: 1e-6 (an entry's ``optax_params_rtol`` where its algorithm accumulates
   optax's float32 bias-correction error: Schedule-Free sums its steps). The gradients are independent of the
-  params, so differences do not compound through the loss; each update differs by a few float32 ulps (~1e-7 relative) of a step of size ~lr,
-  and the param moves by at most lr per step. Measured at most 5e-8 (optax) over 500 steps.
+  params, so differences do not compound through the loss; each update differs by a few float32 ulps (~1e-7
+  relative) of a step of size ~lr, and the param moves by at most lr per step. Measured at most 5e-8 (optax) over
+  500 steps.
 * mu, nu: 2e-6. Both sides compute the same EMAs; float32 rounding differences of a few ulps do not grow (an EMA
   forgets them geometrically). Measured up to 6e-7.
 * nu_max ("corrected" AMSGrad stores v / (1 - b2^t)): 5e-5. optax's float32 bias correction ``1 - b2**t`` is off
