@@ -46,22 +46,29 @@ class Pass:
   write_bytes: int
 
 
-def entry_passes(hlo_text: str, min_elements: int = 2) -> list[Pass]:
-  """The loops of the ENTRY computation that read or write an array of at least ``min_elements`` elements."""
+def _entry_instructions(hlo_text: str) -> list[tuple[str, str, str, list[str]]]:
+  """``(name, shape, opcode, operand names)`` of every instruction of the ENTRY computation, in order."""
   start = hlo_text.index("\nENTRY ")
   body = hlo_text[start:hlo_text.index("\n}", start)]
-  shapes: dict[str, list[tuple[int, int]]] = {}
-  passes = []
+  out = []
   for line in body.splitlines()[1:]:
     m = _INSTR.match(line)
-    if not m:
-      continue
-    name, shape, opcode, operands, _ = m.groups()
+    if m:
+      name, shape, opcode, operands, _ = m.groups()
+      out.append((name, shape, opcode, re.findall(r"%([^\s,)]+)", operands)))
+  return out
+
+
+def entry_passes(hlo_text: str, min_elements: int = 2) -> list[Pass]:
+  """The loops of the ENTRY computation that read or write an array of at least ``min_elements`` elements."""
+  shapes: dict[str, list[tuple[int, int]]] = {}
+  passes = []
+  for name, shape, opcode, operands in _entry_instructions(hlo_text):
     shapes[name] = _shapes(shape)
     if opcode in _FREE:
       continue
     outs = [b for n, b in shapes[name] if n >= min_elements]
-    ins = [b for op in re.findall(r"%([^\s,)]+)", operands) for n, b in shapes.get(op, []) if n >= min_elements]
+    ins = [b for op in operands for n, b in shapes.get(op, []) if n >= min_elements]
     if outs or ins:
       passes.append(Pass(name, opcode, sum(ins), sum(outs)))
   return passes
@@ -75,18 +82,11 @@ def bytes_per_element(hlo_text: str, n_elements: int, min_elements: int = 2) -> 
 def loops_touching(hlo_text: str, shape: tuple[int, ...], dtype: str = "f32") -> int:
   """How many ENTRY loops read or write an array of exactly ``shape`` (one leaf's parameter-shaped arrays)."""
   target = f"{dtype}[{','.join(str(d) for d in shape)}]"
-  start = hlo_text.index("\nENTRY ")
-  body = hlo_text[start:hlo_text.index("\n}", start)]
-  names, count = {}, 0
-  for line in body.splitlines()[1:]:
-    m = _INSTR.match(line)
-    if not m:
-      continue
-    name, shp, opcode, operands, _ = m.groups()
-    names[name] = target in shp
-    if opcode in _FREE:
-      continue
-    if target in shp or any(names.get(op) for op in re.findall(r"%([^\s,)]+)", operands)):
+  has_target: dict[str, bool] = {}
+  count = 0
+  for name, shape_text, opcode, operands in _entry_instructions(hlo_text):
+    has_target[name] = target in shape_text
+    if opcode not in _FREE and (has_target[name] or any(has_target.get(op) for op in operands)):
       count += 1
   return count
 

@@ -25,15 +25,13 @@ import pytest
 import adamx
 from adamx import registry
 from tests.test_validation import _message
-from tests.trees import assert_close, bound_factory, random_like
+from tests.trees import assert_close, bound_factory, first_variant_default, random_like
 
 CASES = [(spec, variant) for spec in registry.OPTIMIZERS for variant in spec.variants]
 IDS = [f"{spec.name}-{'-'.join(f'{k}={v}' for k, v in variant.items()) or 'default'}" for spec, variant in CASES]
 # Injection does not depend on the convention a variant selects: the default suite runs each optimizer's first
 # variant, ``-m slow`` the others.
-FIRST_VARIANT_DEFAULT = [
-    pytest.param(spec, variant, id=ident, marks=[pytest.mark.slow] if variant is not spec.variants[0] else [])
-    for (spec, variant), ident in zip(CASES, IDS)]
+FIRST_VARIANT_DEFAULT = first_variant_default(CASES, IDS)
 
 
 def _small_params(complex_leaf: bool = True):

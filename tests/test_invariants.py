@@ -17,15 +17,13 @@ import pytest
 
 import adamx
 from adamx import check, registry
-from tests.trees import assert_close, mixed_params, random_like
+from tests.trees import assert_close, first_variant_default, mixed_params, random_like
 
 CASES = [(spec, variant) for spec in registry.OPTIMIZERS for variant in spec.variants]
 IDS = [f"{spec.name}-{'-'.join(f'{k}={v}' for k, v in variant.items()) or 'default'}" for spec, variant in CASES]
 # The structural invariants (donation, counters, wrappers, differentiation) do not depend on which convention a
 # variant selects: the default suite runs them on each optimizer's first variant, ``-m slow`` on the others.
-FIRST_VARIANT_DEFAULT = [
-    pytest.param(spec, variant, id=ident, marks=[pytest.mark.slow] if variant is not spec.variants[0] else [])
-    for (spec, variant), ident in zip(CASES, IDS)]
+FIRST_VARIANT_DEFAULT = first_variant_default(CASES, IDS)
 SPECS = [spec for spec in registry.OPTIMIZERS]
 SPEC_IDS = [spec.name for spec in SPECS]
 

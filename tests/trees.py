@@ -37,6 +37,16 @@ def assert_close(actual: Any, expected: Any, rtol: float, what: str = "", scale:
     assert err <= rtol, f"{what}{path}: normwise relative error {err:.3e} > {rtol:.1e}"
 
 
+def first_variant_default(cases: list[tuple[Any, Any]], ids: list[str]) -> list[Any]:
+  """``pytest.param``s of ``(spec, variant)`` cases in which every variant but each optimizer's first is marked
+  ``slow``: for checks that do not depend on the convention a variant selects, the default suite runs the first
+  variant and ``-m slow`` the others."""
+  import pytest
+
+  return [pytest.param(spec, variant, id=ident, marks=[pytest.mark.slow] if variant is not spec.variants[0] else [])
+          for (spec, variant), ident in zip(cases, ids)]
+
+
 def bound_factory(spec: Any) -> Any:
   """``spec.factory`` with the keyword arguments its ``update`` needs bound (``OptimizerSpec.update_kwargs``:
   Sophia's objective, here ``adamx.check.example_loss``), so that wrappers written for the plain protocol
