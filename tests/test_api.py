@@ -65,14 +65,19 @@ def test_registry_get():
     registry.get("adamw").full_kwargs(lr=1.0)
 
 
+# Issue 7 extended Adam and AdamW with keyword-only arguments after issue 3's, so every call written against the
+# issue-3 signatures still means the same.
+_FACTORED = ", factored=False, min_dim_size_to_factor=None, factored_eps=None"
+
 ISSUE_SIGNATURES = {
-    "scale_by_adam": "(b1=0.9, b2=0.999, eps=1e-08, eps_root=0.0, *, mu_dtype=None, nu_dtype=None, nesterov=False)",
+    "scale_by_adam": ("(b1=0.9, b2=0.999, eps=1e-08, eps_root=0.0, *, mu_dtype=None, nu_dtype=None, nesterov=False"
+                      f"{_FACTORED})"),
     "scale_by_amsgrad": ("(b1=0.9, b2=0.999, eps=1e-08, eps_root=0.0, *, max_over='corrected', mu_dtype=None, "
                          "nu_dtype=None)"),
     "adam": ("(learning_rate=0.001, b1=0.9, b2=0.999, eps=1e-08, eps_root=0.0, *, weight_decay=0.0, mu_dtype=None, "
-             "nu_dtype=None, nesterov=False)"),
+             f"nu_dtype=None, nesterov=False{_FACTORED})"),
     "adamw": ("(learning_rate=0.001, b1=0.9, b2=0.999, eps=1e-08, eps_root=0.0, weight_decay=0.0001, *, mask=None, "
-              "mu_dtype=None, nu_dtype=None, nesterov=False)"),
+              f"mu_dtype=None, nu_dtype=None, nesterov=False{_FACTORED})"),
     "amsgrad": ("(learning_rate=0.001, b1=0.9, b2=0.999, eps=1e-08, eps_root=0.0, *, max_over='corrected', "
                 "weight_decay=0.0, mu_dtype=None, nu_dtype=None)"),
     "add_decoupled_weight_decay": "(weight_decay, mask=None)",

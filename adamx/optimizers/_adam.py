@@ -25,7 +25,7 @@ class ScaleByAdamState(NamedTuple):
 
   count: jax.Array  # int32 scalar: the number of updates so far, saturating at the int32 maximum
   mu: Updates  # first moment m_t, mu_dtype
-  nu: Updates  # second moment v_t, real, nu_dtype
+  nu: Updates  # second moment v_t, real, nu_dtype; with factored=True a FactoredMoment for each factored leaf
 
 
 class ScaleByAmsgradState(NamedTuple):
@@ -46,6 +46,9 @@ def scale_by_adam(
     mu_dtype: Any = None,
     nu_dtype: Any = None,
     nesterov: bool = False,
+    factored: bool = False,
+    min_dim_size_to_factor: int | None = None,
+    factored_eps: jax.typing.ArrayLike | None = None,
 ) -> GradientTransformation:
   """Rescale updates by Adam's bias-corrected moments (no learning rate, no sign flip).
 
@@ -55,6 +58,7 @@ def scale_by_adam(
   Args:
 {args}
     nesterov: use Dozat's Nesterov momentum (NAdam's simplified form, as optax's ``nesterov=True``).
+{factored_args}
 
   Returns:
     A :class:`adamx.GradientTransformation` with :class:`ScaleByAdamState`.
@@ -62,9 +66,10 @@ def scale_by_adam(
   fn = "scale_by_adam"
   b1, b2, eps, eps_root, mu_dtype, nu_dtype = _common.validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
   _checks.check_bool(fn, "nesterov", nesterov)
+  factored, min_dim, factored_eps = _common.validate_factored(fn, factored, min_dim_size_to_factor, factored_eps)
 
   def init(params):
-    return ScaleByAdamState(*_common.init_moments(fn, params, mu_dtype, nu_dtype))
+    return ScaleByAdamState(*_common.init_moments(fn, params, mu_dtype, nu_dtype, min_dim if factored else None))
 
   def update(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -73,11 +78,17 @@ def scale_by_adam(
     corrections = _common.corrections(b1, b2, count, nesterov)
 
     def leaf(g, m, v):
-      g_, m_new, v_new = _common.moments(g, m, v, b1, b2)
+      if isinstance(v, _common.FactoredMoment):  # only with factored=True
+        g_, m_new, v_new, v_out = _common.factored_moments(g, m, v, b1, b2, factored_eps, min_dim)
+      else:
+        g_, m_new, v_new = _common.moments(g, m, v, b1, b2)
+        v_out = None
       bc1, bc2, bc1_next = corrections(v_new.dtype)
       m_hat = _common.first_moment_hat(g_, m_new, b1, bc1, bc1_next)
+      # The factored statistics are EMAs from zero like v_t, so v_row v_col / mean(v_row) carries the same factor
+      # 1 - b2^t and is corrected by the same bc2.
       u = m_hat / (jnp.sqrt(v_new / bc2 + eps_root) + eps)
-      return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
+      return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype) if v_out is None else v_out
 
     updates, mu, nu = _tree.map_leaves(leaf, 3, updates, state.mu, state.nu)
     return updates, ScaleByAdamState(count=count, mu=mu, nu=nu)
@@ -151,6 +162,9 @@ def adam(
     mu_dtype: Any = None,
     nu_dtype: Any = None,
     nesterov: bool = False,
+    factored: bool = False,
+    min_dim_size_to_factor: int | None = None,
+    factored_eps: jax.typing.ArrayLike | None = None,
 ) -> GradientTransformation:
   r"""Adam (Kingma & Ba, 2015): momentum divided by the root of an EMA of squared gradients, both bias-corrected.
 
@@ -171,11 +185,23 @@ def adam(
   With ``nesterov=True`` (Dozat 2016) the line for :math:`\hat m_t` becomes
   :math:`\hat m_t = \beta_1 m_t / (1 - \beta_1^{t+1}) + (1 - \beta_1)\, g_t / (1 - \beta_1^t)`.
 
+  With ``factored=True`` (Shazeer & Stern 2018, Algorithm 4), for a leaf factored over its largest axis
+  :math:`a` and second-largest axis :math:`b` the line for :math:`v_t` becomes (means over an axis, the ratio
+  broadcast back to the leaf's shape)
+
+  .. math::
+    r_t = \beta_2 r_{t-1} + (1 - \beta_2) \operatorname{mean}_a(|g_t|^2 + \epsilon_1), \quad
+    c_t = \beta_2 c_{t-1} + (1 - \beta_2) \operatorname{mean}_b(|g_t|^2 + \epsilon_1), \quad
+    v_t = \frac{r_t\, c_t}{\operatorname{mean}_b r_t}
+
+  and only :math:`r_t, c_t` are stored (``nu`` holds a :class:`adamx.FactoredMoment`).
+
   Args:
     learning_rate: :math:`\eta_t`, a non-negative number, an array, or a schedule ``count -> value``.
 {args}
     weight_decay: :math:`\lambda`, coupled L2 added to the gradient before the moments, >= 0.
     nesterov: use Dozat's Nesterov momentum (as optax's ``adam(nesterov=True)``).
+{factored_args}
 
   Returns:
     A :class:`adamx.GradientTransformation`: ``chain(add_l2_regularization(weight_decay), scale_by_adam(...),
@@ -195,7 +221,9 @@ def adam(
   References:
     Kingma & Ba, `Adam: A Method for Stochastic Optimization <https://arxiv.org/abs/1412.6980>`_, ICLR 2015
     (Algorithm 1). Dozat, `Incorporating Nesterov Momentum into Adam
-    <https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ>`_, ICLR workshop 2016.
+    <https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ>`_, ICLR workshop 2016. Shazeer & Stern, `Adafactor:
+    Adaptive Learning Rates with Sublinear Memory Cost <https://arxiv.org/abs/1804.04235>`_, ICML 2018
+    (Algorithm 4, ``factored=True``).
 
   .. warning::
     * Complex parameters: :math:`|g|^2` is one real second moment per complex entry, as in optax. PyTorch treats a
@@ -206,14 +234,19 @@ def adam(
       which is off by up to ~2e-5 relative for ``b2 = 0.999``; PyTorch computes it in double precision like adamx.
       Trajectories therefore agree with PyTorch more closely than with optax.
     * ``weight_decay`` here is coupled L2 (PyTorch's ``Adam``); optax's ``adam`` has no weight decay argument.
+    * ``factored=True`` is Adam with Adafactor's second moment, not ``optax.adafactor``: it keeps Adam's first
+      moment, constant ``b2``, bias correction and ``eps``, and has no update clipping or relative step size.
+      Its row and column statistics are those of ``optax.scale_by_factored_rms`` given the same decay.
   """
   fn = "adam"
   _common.validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
   _checks.check_bool(fn, "nesterov", nesterov)
+  _common.validate_factored(fn, factored, min_dim_size_to_factor, factored_eps)
   _common.validate_optimizer(fn, learning_rate, weight_decay)
   return chain(
       add_l2_regularization(weight_decay),
-      scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype, nesterov=nesterov),
+      scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype, nesterov=nesterov, factored=factored,
+                    min_dim_size_to_factor=min_dim_size_to_factor, factored_eps=factored_eps),
       scale_by_learning_rate(learning_rate),
   )
 
@@ -230,6 +263,9 @@ def adamw(
     mu_dtype: Any = None,
     nu_dtype: Any = None,
     nesterov: bool = False,
+    factored: bool = False,
+    min_dim_size_to_factor: int | None = None,
+    factored_eps: jax.typing.ArrayLike | None = None,
 ) -> GradientTransformation:
   r"""AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay.
 
@@ -242,7 +278,8 @@ def adamw(
       + \lambda\, \theta_{t-1} \bigr)
 
   (Algorithm 2 of the paper with the schedule multiplier :math:`\eta_t` folded into the learning rate, as optax and
-  PyTorch do) and no :math:`\lambda` term in :math:`g_t`.
+  PyTorch do) and no :math:`\lambda` term in :math:`g_t`. ``factored=True`` replaces :math:`v_t` by Adafactor's
+  factored estimate as in :func:`adamx.adam`.
 
   Args:
     learning_rate: :math:`\eta_t`, a non-negative number, an array, or a schedule ``count -> value``.
@@ -251,6 +288,7 @@ def adamw(
     mask: which parameters decay: ``None`` (all), a pytree of bools shaped like the params (or a prefix), or a
       callable ``params -> pytree of bools``.
     nesterov: use Dozat's Nesterov momentum.
+{factored_args}
 
   Returns:
     A :class:`adamx.GradientTransformation`: ``chain(scale_by_adam(...), add_decoupled_weight_decay(weight_decay,
@@ -264,7 +302,8 @@ def adamw(
 
   References:
     Loshchilov & Hutter, `Decoupled Weight Decay Regularization <https://arxiv.org/abs/1711.05101>`_, ICLR 2019
-    (Algorithm 2).
+    (Algorithm 2). Shazeer & Stern, `Adafactor: Adaptive Learning Rates with Sublinear Memory Cost
+    <https://arxiv.org/abs/1804.04235>`_, ICML 2018 (Algorithm 4, ``factored=True``).
 
   .. warning::
     * ``torch.optim.AdamW`` defaults to ``weight_decay=1e-2``; adamx (like optax) defaults to ``1e-4``. Pass
@@ -274,9 +313,11 @@ def adamw(
   fn = "adamw"
   _common.validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
   _checks.check_bool(fn, "nesterov", nesterov)
+  _common.validate_factored(fn, factored, min_dim_size_to_factor, factored_eps)
   _common.validate_optimizer(fn, learning_rate, weight_decay, mask)
   return chain(
-      scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype, nesterov=nesterov),
+      scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype, nesterov=nesterov, factored=factored,
+                    min_dim_size_to_factor=min_dim_size_to_factor, factored_eps=factored_eps),
       add_decoupled_weight_decay(weight_decay, mask),
       scale_by_learning_rate(learning_rate),
   )
@@ -348,3 +389,4 @@ def amsgrad(
 
 
 _common.document(scale_by_adam, scale_by_amsgrad, adam, adamw, amsgrad)
+_common.document(scale_by_adam, adam, adamw, args=_common.FACTORED_ARGS, placeholder="{factored_args}")

@@ -46,13 +46,22 @@ def _schedulable(param: inspect.Parameter) -> bool:
   return any(w in text for w in _NUMERIC_ANNOTATIONS) and not any(w in text for w in _OTHER_ANNOTATIONS)
 
 
+def _int_parameter(param: inspect.Parameter) -> bool:
+  """Whether ``param`` takes a Python int that shapes the computation: its default is an int, or its annotation
+  is ``int`` or ``int | None`` (a ``None`` default standing for an int one, as ``min_dim_size_to_factor``)."""
+  if type(param.default) is int:  # noqa: E721 (bool is excluded on purpose)
+    return True
+  annotation = param.annotation
+  text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", repr(annotation))
+  return text.replace(" ", "") in ("int", "int|None", "Optional[int]")
+
+
 def _classify(signature: inspect.Signature, arguments: dict[str, Any], static_args: set[str]):
   """Split bound arguments into ``(numeric, schedules, static)`` dicts (see :func:`inject_hyperparams`)."""
   numeric, schedules, static = {}, {}, {}
   for name, value in arguments.items():
     param = signature.parameters[name]
-    int_default = type(param.default) is int  # noqa: E721 (bool is excluded on purpose)
-    if (name in static_args or int_default or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
+    if (name in static_args or _int_parameter(param) or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
         or isinstance(value, (bool, np.bool_))):
       static[name] = value
     elif _checks.concrete_number(value) is not None or _is_numeric_array(value):
@@ -101,8 +110,9 @@ def inject_hyperparams(
     default and a numeric annotation (``ArrayLike``, ``ScalarOrSchedule``, ``float``; not a mask's); the value of
     the step is stored in ``state.hyperparams``;
   * static (closed over, never traced): everything else (bools, strings, ``None``, dtypes, masks and other
-    callables, transforms, tuples), arguments whose default is a Python ``int`` (step counts and periods shape
-    the computation), ``*args``/``**kwargs``, and the names in ``static_args``.
+    callables, transforms, tuples), arguments whose default is a Python ``int`` or whose annotation is ``int`` or
+    ``int | None`` (step counts, periods and sizes shape the computation), ``*args``/``**kwargs``, and the names
+    in ``static_args``.
 
   Concrete values are validated once at construction by the factory itself (``inject_hyperparams(adamx.adamw)(
   learning_rate=-1.0)`` raises ``adamx.adamw``'s error), and the factory is traced once with abstract
