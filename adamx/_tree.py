@@ -59,14 +59,18 @@ def moment_dtype(param_dtype: Any, declared: np.dtype | None, *, real: bool = Fa
 
 
 def zeros_like(fn: str, params: Any, dtype: np.dtype | None = None, *, real: bool = False) -> Any:
-  """Zeros shaped like ``params`` with :func:`moment_dtype` dtypes. Non-float parameters raise a TypeError."""
+  """Zeros shaped like ``params`` with :func:`moment_dtype` dtypes. Non-float parameters raise a TypeError.
+
+  ``jnp.zeros_like`` (not ``jnp.zeros(shape)``) so that the state of a sharded parameter is created with the
+  parameter's sharding, on its devices (eagerly, and under ``jit`` with explicit mesh axes).
+  """
 
   def zeros(path, p):
     if not jnp.issubdtype(jnp.result_type(p), jnp.inexact):
       raise TypeError(
           f"adamx.{fn}: parameter {jax.tree_util.keystr(path) or '<root>'} has dtype {jnp.result_type(p)}; only "
           "floating and complex parameters can be optimized")
-    return jnp.zeros(jnp.shape(p), moment_dtype(jnp.result_type(p), dtype, real=real))
+    return jnp.zeros_like(p, dtype=moment_dtype(jnp.result_type(p), dtype, real=real))
 
   return jax.tree_util.tree_map_with_path(zeros, params)
 
