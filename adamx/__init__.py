@@ -36,6 +36,7 @@ from adamx.optimizers._ademamix import (
     scale_by_ademamix,
 )
 from adamx.optimizers._adopt import ScaleByAdoptState, adopt, scale_by_adopt
+from adamx.optimizers._common import FactoredMoment
 from adamx.optimizers._lamb import ScaleByLambState, lamb, scale_by_lamb
 from adamx.optimizers._laprop import ScaleByLapropState, laprop, scale_by_laprop
 from adamx.optimizers._lion import ScaleByLionState, lion, scale_by_lion
@@ -51,6 +52,7 @@ from adamx.optimizers._schedule_free import (
     schedule_free_eval_params,
 )
 from adamx.optimizers._sophia import ScaleBySophiaState, scale_by_sophia, sophia
+from adamx.optimizers._sparse_adam import ScaleBySparseAdamState, scale_by_sparse_adam, sparse_adam
 from adamx.optimizers._stableadamw import ScaleByStableAdamwState, scale_by_stableadamw, stableadamw
 from adamx.optimizers._yogi import ScaleByYogiState, scale_by_yogi, yogi
 from adamx.schedules import (
@@ -70,6 +72,7 @@ from adamx.schedules import (
     warmup_cosine_schedule,
     warmup_stable_decay_schedule,
 )
+from adamx.state import CompressedState, bf16, blockwise_8bit, compress_state, state_bytes
 from adamx.transforms._accumulate import AccumulateGradientsState, accumulate_gradients
 from adamx.transforms._cautious import cautious, cautious_adamw, cautious_lion
 from adamx.transforms._clip import ClipByGlobalNormState, clip, clip_by_block_rms, clip_by_global_norm, global_norm
@@ -92,6 +95,7 @@ from adamx.transforms._scale import ScaleByScheduleState, scale, scale_by_learni
 from adamx.transforms._skip import SkipNonFiniteState, skip_non_finite
 from adamx.transforms._trust_ratio import scale_by_trust_ratio
 from adamx.transforms._weight_decay import add_decoupled_weight_decay, add_l2_regularization
+from adamx import interop  # the subpackage; it imports no torch, orbax or flax
 
 __version__ = "0.1.0"
 
@@ -115,6 +119,7 @@ __all__ = (
     # optimizers
     "scale_by_adam",
     "ScaleByAdamState",
+    "FactoredMoment",
     "adam",
     "adamw",
     "scale_by_amsgrad",
@@ -171,6 +176,9 @@ __all__ = (
     "schedule_free",
     "ScheduleFreeState",
     "schedule_free_eval_params",
+    "scale_by_sparse_adam",
+    "ScaleBySparseAdamState",
+    "sparse_adam",
     # schedules
     "constant_schedule",
     "warmup_cosine_schedule",
@@ -218,4 +226,12 @@ __all__ = (
     "lookahead",
     "LookaheadState",
     "cautious",
+    # low-memory state (the adamx.state subpackage)
+    "compress_state",
+    "CompressedState",
+    "state_bytes",
+    "bf16",
+    "blockwise_8bit",
+    # the subpackage for checkpoints, PyTorch state dicts and sharded state
+    "interop",
 )

@@ -32,6 +32,7 @@ from adamx.optimizers import (
     _radam,
     _schedule_free,
     _sophia,
+    _sparse_adam,
     _stableadamw,
     _yogi,
 )
@@ -490,6 +491,10 @@ OPTIMIZERS: tuple[OptimizerSpec, ...] = (
                   # accumulates instead of being forgotten: optax is 3e-6 from a float64 run of itself over 500
                   # steps, adamx 7e-7 (tests/test_schedule_free.py), hence 2e-5 as in that file.
                   optax_params_rtol=2e-5, optax_mixed_bf16=False),
+    # torch.optim.SparseAdam takes sparse gradients only, so the registry's dense trajectories have no torch
+    # counterpart; tests/test_sparse_adam.py compares the embedding path with it over 320+ steps.
+    OptimizerSpec("sparse_adam", _sparse_adam.sparse_adam, _sparse_adam.scale_by_sparse_adam, ADAM_SPACE,
+                  reference_only="tests/reference/sparse_adam.py"),
 )
 
 
