@@ -12,6 +12,20 @@ import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 
+#: Results written by other scripts, appended to RESULTS.md as they stand (each file names its own command).
+COMPANIONS = ("lowmem_results.md", "sharding_results.md")
+
+
+def companion_sections(directory: pathlib.Path = HERE) -> list[str]:
+  """The companion result files' text, their top-level title demoted to a section of RESULTS.md."""
+  sections = []
+  for name in COMPANIONS:
+    path = directory / name
+    if path.is_file():
+      text = path.read_text().strip()
+      sections += [f"#{text}" if text.startswith("# ") else text, f"(from `benchmarks/{name}`)", ""]
+  return sections
+
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
@@ -50,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
       "params are one loop each). A `roofline` above 100% means the data stayed in cache (the 1M tree). Best-of-N",
       "wall times on a shared 2-core VM vary by about 15% from run to run: read ratios near 1 as a tie. The",
       "`flat store` rows time the optimizer step on params packed by `adamx.flatten_params`.", "",
+      *companion_sections(),
   ]
   text = "\n".join(report)
   print(text)

@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
       "State bytes per parameter are `adamx.state_bytes` of the whole optimizer state over the parameter count:",
       "8-bit and bf16 moments cover the matrices (>= 4096 values, the default `min_size`); the biases stay float32.",
       "",
+      *(["![train and test loss per step for each state](" + pathlib.Path(args.plot).name + ")", ""]
+        if args.plot != "-" else []),
   ])
   print(text)
   if args.out != "-":

@@ -18,7 +18,7 @@ README = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 def test_training_step_example_runs_and_fits():
   blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
-  assert len(blocks) == 3
+  assert len(blocks) == 5
   assert len(blocks[1].strip().splitlines()) <= 13  # "ten lines": the step, plus init and the loop
   namespace: dict = {}
   for block in blocks[:2]:
@@ -47,9 +47,29 @@ def test_parameter_groups_example_runs():
   assert adamx.decay_mask(model) == {"dense": {"bias": False, "kernel": True}, "embed_tokens": False}
 
 
+def test_low_memory_examples_run_and_print_the_stated_savings(capsys):
+  """The low-memory block prints the bytes per parameter the README states; the lazy-Adam block touches only the
+  looked-up rows."""
+  blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+  namespace: dict = {}
+  exec(compile(blocks[3], "README.md", "exec"), namespace)  # noqa: S102 (our own README)
+  printed = re.findall(r"^(.*): ([0-9.]+) bytes/param$", capsys.readouterr().out, flags=re.M)
+  assert [name for name, _ in printed] == list(namespace["optimizers"])
+  stated = re.search(r"prints ([0-9.]+), ([0-9.]+), ([0-9.]+) and ([0-9.]+) bytes per parameter", README).groups()
+  assert [value for _, value in printed] == list(stated)
+  exec(compile(blocks[4], "README.md", "exec"), namespace)  # noqa: S102
+  changed = np.unique(np.nonzero(np.asarray(namespace["table"]) != 1.0)[0])
+  np.testing.assert_array_equal(changed, [3, 17, 999])
+
+
+def _section(title: str) -> str:
+  return README.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
 def test_api_table_names_public_functions():
-  names = set(re.findall(r"^\| `([a-z_]+)\(", README, flags=re.M))
-  names |= {n for row in re.findall(r"^\| (`[A-Za-z_]+`(?:, `[A-Za-z_]+`)+) \|", README, flags=re.M)
+  api = _section("Optimizers") + _section("Transforms, schedules and wrappers")
+  names = set(re.findall(r"^\| `([a-z_]+)\(", api, flags=re.M))
+  names |= {n for row in re.findall(r"^\| (`[A-Za-z_]+`(?:, `[A-Za-z_]+`)+) \|", api, flags=re.M)
             for n in re.findall(r"`([A-Za-z_]+)`", row)}
   assert {"adam", "adamw", "amsgrad", "add_decoupled_weight_decay", "chain", "apply_updates"} <= names
   assert names <= set(adamx.__all__), names - set(adamx.__all__)
