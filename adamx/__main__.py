@@ -1,8 +1,10 @@
-"""``python -m adamx <command>``: ``check`` prints the parity table of every optimizer against optax and PyTorch."""
+"""``python -m adamx <command>``: ``check`` prints the parity table of every optimizer against optax and PyTorch;
+``demo`` trains a small transformer with adamx, cross-checked against optax (``python -m adamx demo --help``);
+``docs`` prints the README's optimizer table from the registry (``--write README.md`` updates it)."""
 
 import sys
 
-COMMANDS = {"check": "adamx.check"}
+COMMANDS = {"check": "adamx.check", "demo": "adamx._demo", "docs": "adamx._docs"}
 
 
 def main(argv: list[str] | None = None) -> int:

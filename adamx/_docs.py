@@ -116,7 +116,8 @@ def replace_table(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m adamx docs", description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(prog="python -m adamx docs",
+                                   description="Print the README's optimizer table, generated from adamx.registry.")
   parser.add_argument("--write", metavar="FILE", type=pathlib.Path,
                       help="rewrite the table between the markers in FILE (the README) instead of printing it")
   args = parser.parse_args(argv)
