@@ -895,7 +895,12 @@ _WRONG = {
 }
 
 
-@pytest.mark.parametrize("wrong", list(_WRONG))
+# The default suite runs one float64 and one float32 case; -m slow runs every other one.
+_WRONG_DEFAULT = ("radam_coupled", "f32_lion_b2_perturbed")
+
+
+@pytest.mark.parametrize("wrong", [pytest.param(w, marks=[] if w in _WRONG_DEFAULT else [pytest.mark.slow])
+                                   for w in _WRONG])
 def test_comparison_detects_a_wrong_reference(wrong):
   """Every adamx comparison can fail: a deliberately wrong reference (another convention, a missing option, a
   hyperparameter perturbed by 1e-6 or less) is caught on the recorded trajectory of the case."""
