@@ -40,13 +40,17 @@ def _grads(t, params):
 
 
 # Each checkpointed piece of state: a schedule mid-way (its position is the count), inject_hyperparams' dict,
-# bf16 moments, AMSGrad's nu_max, a clipping state in a chain.
+# bf16 moments, AMSGrad's nu_max, a clipping state in a chain, compressed moments.
 TXS = {
     "adamw_schedule": lambda: adamx.adamw(adamx.warmup_cosine_schedule(0.0, 1e-2, 3, 20), weight_decay=1e-2),
     "inject_bf16": lambda: adamx.inject_hyperparams(adamx.adamw)(
         adamx.warmup_cosine_schedule(0.0, 1e-2, 3, 20), weight_decay=1e-2, mu_dtype=jnp.bfloat16,
         nu_dtype=jnp.bfloat16),
     "clip_amsgrad": lambda: adamx.chain(adamx.clip_by_global_norm(1.0), adamx.amsgrad(1e-2, max_over="raw")),
+    # the low-memory states of issue 7: 8-bit codes and block scales, bf16 with its PRNG key (min_size=0, so that
+    # this small tree is compressed at all)
+    "compressed_8bit_sr": lambda: adamx.compress_state(adamx.adamw(1e-2), mu=adamx.blockwise_8bit(block_size=8),
+                                                       nu=adamx.bf16("stochastic"), seed=3, min_size=0),
 }
 
 
