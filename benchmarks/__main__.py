@@ -23,7 +23,7 @@ def companion_sections(directory: pathlib.Path = HERE) -> list[str]:
     path = directory / name
     if path.is_file():
       text = path.read_text().strip()
-      sections += [f"#{text}" if text.startswith("# ") else text, f"(from `benchmarks/{name}`)", ""]
+      sections += [f"#{text}" if text.startswith("# ") else text, "", f"(from `benchmarks/{name}`)", ""]
   return sections
 
 

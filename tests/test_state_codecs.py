@@ -494,3 +494,16 @@ def test_inner_must_be_a_transform():
 def test_docstring_examples(module):
   failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
   assert tried > 0 and failures == 0
+
+
+
+def test_jitted_init_is_not_constant_folded():
+  """Under jit an init's zeros are constants, and XLA constant-folded the whole 8-bit quantization of them (93 s
+  to compile the jitted init of a 16M leaf, measured). With the barrier in ``compress_state``'s init the compiled
+  init computes it: its binary searches (7 gathers per field after the scalar first step; 0 when folded) are there,
+  and the state equals the eager init's bit for bit."""
+  params = {"w": jnp.ones((1 << 16,))}
+  tx = adamx.compress_state(adamx.adamw(1e-3), mu=adamx.blockwise_8bit(), nu=adamx.blockwise_8bit())
+  init_hlo = jax.jit(tx.init).lower(params).compile().as_text()
+  assert init_hlo.count(" gather(") == 2 * 7
+  chex.assert_trees_all_equal(jax.jit(tx.init)(params), tx.init(params))

@@ -93,6 +93,10 @@ def _check_codec(fn: str, name: str, codec: Any) -> Codec | None:
                   f"adamx.blockwise_8bit(), got {codec!r}{hint}")
 
 
+def _is_float_array(x: Any) -> bool:
+  return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.inexact)
+
+
 def compress_state(inner: GradientTransformation, *, mu: Codec | None = None, nu: Codec | None = None,
                    seed: int = 0, min_size: int = 4096) -> GradientTransformation:
   r"""Store the moments of any optimizer compressed between steps: bfloat16 (with stochastic rounding) or 8-bit
@@ -187,11 +191,16 @@ def compress_state(inner: GradientTransformation, *, mu: Codec | None = None, nu
 
     return _map_fields(state, field, "state")
 
+  def inner_init(params):
+    # Under jit an init's zeros are constants, and XLA would constant-fold the 8-bit quantization of them into
+    # leaf-sized constants (measured: 93 s to jit the init of a 16M leaf, 0.3 s with the barrier).
+    return jax.tree.map(lambda x: jax.lax.optimization_barrier(x) if _is_float_array(x) else x, inner.init(params))
+
   def init(params):
     if not stochastic:
-      return CompressedState(inner=encode(inner.init(params), None, True), key=None)
+      return CompressedState(inner=encode(inner_init(params), None, True), key=None)
     key, init_key = jax.random.split(jax.random.key(seed))
-    return CompressedState(inner=encode(inner.init(params), init_key, True), key=jax.random.key_data(key))
+    return CompressedState(inner=encode(inner_init(params), init_key, True), key=jax.random.key_data(key))
 
   def update(updates, state, params=None, **extra_args):
     updates, inner_state = inner_update(updates, _decode_fields(state.inner), params, **extra_args)
