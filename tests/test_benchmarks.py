@@ -68,7 +68,12 @@ def test_benchmark_suite_runs_quick():
                         "--plot", "-"], capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stdout + out.stderr
   rows = [line for line in out.stdout.splitlines() if line.startswith("| 1 x 64k")]
-  assert {row.split("|")[2].strip() for row in rows} == {"adamx.adamw", "optax.adamw", "adamx.adam", "optax.adam"}
+  by_impl = {row.split("|")[2].strip(): row for row in rows}
+  assert set(by_impl) == {"adamx.adamw", "optax.adamw", "adamx.adam", "optax.adam", "adamx.adamw bf16 moments",
+                          "adamx.adamw bf16, stochastic nu", "adamx.adamw 8-bit", "adamx.adamw factored"}
+  # state B/param, the last column: bf16 moments halve the 8, 8 bits per moment (plus block scales) quarter it
+  assert by_impl["adamx.adamw bf16 moments"].endswith("| 4.0 |")
+  assert by_impl["adamx.adamw 8-bit"].endswith("| 2.0 |")
   flat_rows = [line for line in out.stdout.splitlines() if line.startswith("| 20 x 1k | adamx.adamw flat store")]
   assert len(flat_rows) == 1
   assert "| 40.0 | 8.0 |" in rows[0]
