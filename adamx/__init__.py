@@ -16,6 +16,7 @@ Example:
 
 from adamx._base import EmptyState, GradientTransformation, apply_updates, chain, identity
 from adamx._flat import FlatLayout, flatten_params
+from adamx._fused import apply_step
 from adamx.optimizers._adabelief import ScaleByBeliefState, adabelief, scale_by_belief
 from adamx.optimizers._adam import (
     ScaleByAdamState,
@@ -106,6 +107,8 @@ __all__ = (
     "chain",
     "identity",
     "apply_updates",
+    # one fused step (update + apply_updates)
+    "apply_step",
     # the flat parameter store
     "flatten_params",
     "FlatLayout",

@@ -4,7 +4,8 @@ An elementwise optimizer step is memory-bound: its cost is the bytes it moves. O
 that reads its operands from memory and writes its outputs, so the HLO tells how many loops touch each parameter
 and how many bytes per parameter the step moves. For fp32 AdamW in one pass that is 28 bytes per parameter (read
 params, grads, mu, nu; write params, mu, nu); three passes (one loop each for mu, nu, params, the params loop reading
-mu and nu back) are 40.
+mu and nu back) are 40. A custom call (``adamx.apply_step``'s fused kernel) counts as one pass over its operands and
+results.
 
 Only arrays with at least ``min_elements`` elements count, so scalar work (bias corrections, the step counter) is
 left out.

@@ -180,10 +180,10 @@ def _markdown(path, out):
       "ZeRO-1 keeps 0.127 rather than 1/8 = 0.125 of the state per device because the 7-entry `norm` vector (no "
       "dimension divisible by 8) and the scalars (step counts, injected hyperparameters) stay replicated. The "
       "replicated rows' max and min differ by the step counter, which an eager `tx.init` leaves on one device. "
-      "`adam_bf16` halves the moment bytes; `amsgrad_inject` has a third moment (`nu_max`). The one run that is not "
-      "bitwise, AMSGrad under `inject_hyperparams` (its `b1`, `b2`, `eps` are traced arrays), differs by at most a "
-      "few float32 ulps: XLA compiles the partitioned program's scalar arithmetic differently; the same optimizer "
-      "with Python-number hyperparameters is bitwise (the `amsgrad` row).",
+      "`adam_bf16` halves the moment bytes; `amsgrad_inject` has a third moment (`nu_max`). Runs that are not bitwise "
+      "differ by a few float32 ulps at most (the max rel. diff column; `tests/test_sharding.py` bounds it by 8 u, "
+      "u = 2^-24): the partitioned program is another XLA graph, in which XLA:CPU fuses other products of the "
+      "moments' multiply-adds into FMAs.",
       "",
   ]
   with open(path, "w") as f:

@@ -5,11 +5,14 @@ Checked: ``tx.init`` of sharded params gives moments with the params' ``NamedSha
 with explicit mesh axes); ``adamx.interop.shard_state`` (ZeRO-1) splits the state of replicated params across the
 ``data`` axis (each device holds 0.127 of the replicated bytes: 1/8, plus the leaves no axis divides), the jitted
 steps keep it split and the params replicated, with no implicit host transfer (``jax.transfer_guard("disallow")``),
-and params and state after 20 steps equal those of the same run on one unsharded device bit for bit: an
-elementwise optimizer computes each entry from the same inputs whatever the layout. The one exception is measured
-and bounded: AMSGrad under ``inject_hyperparams`` (traced ``b1``/``b2``/``eps``), where XLA compiles the partitioned
-program's scalar arithmetic differently, is within ``INJECT_RTOL = 8 u`` (``u = 2^-24``; measured 3e-8 on params
-and 2.4e-7 = 4 u on state).
+and params and state after 20 steps equal those of the same run on one unsharded device to within
+``ZERO1_RTOL = 8 u`` (``u = 2^-24``). An elementwise optimizer computes each entry from the same inputs whatever the
+layout, but not with the same roundings: the partitioned program is another graph, and XLA:CPU's LLVM backend
+fuses a different product of a moment's ``a * b + c * d`` into an FMA in it (measured on a sharded leaf: ``mu`` is
+``fma(m, b1, g * (1 - b1))`` there and ``fma(g, 1 - b1, m * b1)`` unsharded), so the bits depend on the graph.
+Measured after 20 steps: AdamW 3.0e-8 on params and 3.2e-7 (5.4 u) on state; AMSGrad under
+``inject_hyperparams`` 3e-8 and 2.4e-7. The tensor-parallel run (params split along ``model``, the same graph
+shape on both sides of the comparison) is bitwise.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import sys
 
 import pytest
 
-INJECT_RTOL = 8 * 2.0 ** -24
+ZERO1_RTOL = 8 * 2.0 ** -24
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -75,10 +78,7 @@ def _check_zero1(results, name):
   rep, zero1 = r["replicated_bytes"], r["zero1_bytes"]
   assert zero1["total"] < 1.05 * rep["max"]  # each byte of state is held about once, not 8 times
   assert zero1["max"] < 0.13 * rep["max"]
-  if name == "amsgrad_inject":
-    assert r["rel_err_params"] <= INJECT_RTOL and r["rel_err_state"] <= INJECT_RTOL, r
-  else:
-    assert r["bitwise_params"] and r["bitwise_state"], r
+  assert r["rel_err_params"] <= ZERO1_RTOL and r["rel_err_state"] <= ZERO1_RTOL, r
 
 
 def test_zero1_on_a_tensor_parallel_mesh(quick):

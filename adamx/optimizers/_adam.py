@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from adamx import _checks, _tree
+from adamx import _checks, _fused, _tree
 from adamx._base import GradientTransformation, ScalarOrSchedule, Updates, chain
 from adamx.optimizers import _common
 from adamx.transforms._scale import scale_by_learning_rate
@@ -84,10 +84,11 @@ def scale_by_adam(
         g_, m_new, v_new = _common.moments(g, m, v, b1, b2)
         v_out = None
       bc1, bc2, bc1_next = corrections(v_new.dtype)
-      m_hat = _common.first_moment_hat(g_, m_new, b1, bc1, bc1_next)
+      m_hat = (_common.unbias(m_new, bc1) if bc1_next is None
+               else _common.first_moment_hat(g_, m_new, b1, bc1, bc1_next))
       # The factored statistics are EMAs from zero like v_t, so v_row v_col / mean(v_row) carries the same factor
       # 1 - b2^t and is corrected by the same bc2.
-      u = m_hat / (jnp.sqrt(v_new / bc2 + eps_root) + eps)
+      u = m_hat / (jnp.sqrt(_common.unbias(v_new, bc2) + eps_root) + eps)
       return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype) if v_out is None else v_out
 
     updates, mu, nu = _tree.map_leaves(leaf, 3, updates, state.mu, state.nu)
@@ -137,12 +138,12 @@ def scale_by_amsgrad(
       _, m_new, v_new = _common.moments(g, m, v, b1, b2)
       bc1, bc2, _ = corrections(v_new.dtype)
       if max_over == "corrected":
-        v_max_new = jnp.maximum(v_max.astype(v_new.dtype), v_new / bc2)
+        v_max_new = jnp.maximum(v_max.astype(v_new.dtype), _common.unbias(v_new, bc2))
         v_hat = v_max_new
       else:
         v_max_new = jnp.maximum(v_max.astype(v_new.dtype), v_new)
-        v_hat = v_max_new / bc2
-      u = (m_new / bc1) / (jnp.sqrt(v_hat + eps_root) + eps)
+        v_hat = _common.unbias(v_max_new, bc2)
+      u = _common.unbias(m_new, bc1) / (jnp.sqrt(v_hat + eps_root) + eps)
       return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype), v_max_new.astype(v_max.dtype)
 
     updates, mu, nu, nu_max = _tree.map_leaves(leaf, 4, updates, state.mu, state.nu, state.nu_max)
@@ -239,16 +240,18 @@ def adam(
       Its row and column statistics are those of ``optax.scale_by_factored_rms`` given the same decay.
   """
   fn = "adam"
-  _common.validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+  valid = _common.validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
   _checks.check_bool(fn, "nesterov", nesterov)
   _common.validate_factored(fn, factored, min_dim_size_to_factor, factored_eps)
   _common.validate_optimizer(fn, learning_rate, weight_decay)
-  return chain(
+  tx = chain(
       add_l2_regularization(weight_decay),
       scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype, nesterov=nesterov, factored=factored,
                     min_dim_size_to_factor=min_dim_size_to_factor, factored_eps=factored_eps),
       scale_by_learning_rate(learning_rate),
   )
+  return _fused_spec(tx, fn, _fused.L2, 1, learning_rate, weight_decay, None, valid, nesterov or factored,
+                     lambda mask: tx)
 
 
 def adamw(
@@ -311,16 +314,34 @@ def adamw(
     * Complex parameters and bias correction differ from PyTorch/optax as described in :func:`adamx.adam`.
   """
   fn = "adamw"
-  _common.validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+  valid = _common.validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
   _checks.check_bool(fn, "nesterov", nesterov)
   _common.validate_factored(fn, factored, min_dim_size_to_factor, factored_eps)
   _common.validate_optimizer(fn, learning_rate, weight_decay, mask)
-  return chain(
+  tx = chain(
       scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype, nesterov=nesterov, factored=factored,
                     min_dim_size_to_factor=min_dim_size_to_factor, factored_eps=factored_eps),
       add_decoupled_weight_decay(weight_decay, mask),
       scale_by_learning_rate(learning_rate),
   )
+
+  def with_mask(other_mask):  # the same optimizer with another mask: apply_step's XLA step for some leaves
+    return adamw(learning_rate, b1, b2, eps, eps_root, weight_decay, mask=other_mask, mu_dtype=mu_dtype,
+                 nu_dtype=nu_dtype)
+
+  return _fused_spec(tx, fn, _fused.DECOUPLED, 0, learning_rate, weight_decay, mask, valid, nesterov or factored,
+                     with_mask)
+
+
+def _fused_spec(tx: GradientTransformation, fn: str, decay: int, adam_index: int, learning_rate: Any,
+                weight_decay: Any, mask: Any, valid: tuple, unfusible: bool, rebuild: Any) -> GradientTransformation:
+  """Register ``tx`` with :func:`adamx.apply_step`'s fused kernel (the hyperparameters as validated)."""
+  b1, b2, eps, eps_root, _, _ = valid
+  return _fused.register(tx, _fused.FusedSpec(
+      name=fn, decay=decay, adam_index=adam_index,
+      learning_rate=_checks.check_scalar_or_schedule(fn, "learning_rate", learning_rate), b1=b1, b2=b2, eps=eps,
+      eps_root=eps_root, weight_decay=_checks.check_non_negative(fn, "weight_decay", weight_decay), mask=mask,
+      fusible=not unfusible, rebuild=rebuild))
 
 
 def amsgrad(

@@ -142,8 +142,8 @@ def scale_by_adam_mini(
       bc1, bc2, _ = corrections(rdt)
       # m_hat = m / (1 - b1^t); v_hat = v / (1 - b2^t); update m_hat / (sqrt(v_hat) + eps), each block's v_hat
       # shared by its entries.
-      denom = (jnp.sqrt(v_new / bc2 + eps_root) + eps).reshape(_expanded(grid))
-      u = ((m_new / bc1).reshape(tiled) / denom).reshape(shape)
+      denom = (jnp.sqrt(_common.unbias(v_new, bc2) + eps_root) + eps).reshape(_expanded(grid))
+      u = (_common.unbias(m_new, bc1).reshape(tiled) / denom).reshape(shape)
       return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
     updates, mu, nu = _tree.map_leaves(leaf, 3, updates, state.mu, state.nu)

@@ -101,6 +101,15 @@ def upcast(g: jax.Array, m: jax.Array, *others: jax.Array) -> tuple[jax.Array, j
   return g.astype(dt), m.astype(dt)
 
 
+def unbias(x: jax.Array, bc: jax.Array) -> jax.Array:
+  """``x / bc`` for a bias correction ``bc``, as ``x * (1 / bc)``.
+
+  XLA rewrites a division by a scalar into that product in some graphs and not in others; written out, the
+  compiled arithmetic is the same in every graph (and is what :func:`adamx.apply_step`'s fused kernel computes).
+  """
+  return x * (1 / bc)
+
+
 def first_moment_hat(g: jax.Array, m_new: jax.Array, b1: Any, bc1: jax.Array, bc1_next: jax.Array | None):
   """``m_t / (1 - b1^t)``, or with ``bc1_next`` Dozat's Nesterov form
   ``b1 m_t / (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t)`` (Dozat 2016, Algorithm 2 with a constant momentum)."""
