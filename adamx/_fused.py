@@ -43,6 +43,12 @@ _TARGET = "adamx_adam_step"
 _SOURCE = os.path.join(os.path.dirname(__file__), "_kernels", "adam_step.cc")
 #: Leaves of fewer elements than this per thread are not worth a thread (starting one costs ~20-50 us).
 _MIN_PER_THREAD = 1 << 16
+#: ``kernel="auto"`` takes the kernel when the float32 leaves hold at least this many values on average. Below it,
+#: measured on XLA:CPU (benchmarks/RESULTS.md), the custom call's fixed costs match what its one pass saves: on
+#: 200 x 5k the two are within noise, on 2,000 x 1k the kernel is ~10% slower; from 1M-value leaves up it is faster.
+AUTO_MIN_MEAN_LEAF = 1 << 15
+#: Leaves per custom call (see _call_kernel).
+_LEAVES_PER_CALL = 32  # 2,000 leaves of 1k: 3.1 s to compile in calls of 32, 4.9 s of 64, 10 s of 256
 # The kernel's modes (its "mode" attribute): which weight decay it applies.
 PLAIN, L2, DECOUPLED = 0, 1, 2
 
@@ -127,8 +133,10 @@ def _build() -> str:
   with open(_SOURCE, "rb") as f:
     source = f.read()
   include = jax.ffi.include_dir()
-  flags = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC",
-           "-pthread", "-w"]
+  # The first three tune for this CPU (AVX-512 where it has it); -ffp-contract=off keeps the FMAs to the explicit
+  # ones of the source, -fno-math-errno lets sqrt vectorize (it changes no result).
+  flags = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=off", "-fno-math-errno", "-std=c++17",
+           "-shared", "-fPIC", "-pthread", "-w"]
   version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
   key = hashlib.sha256(b"\0".join(x.encode() if isinstance(x, str) else x for x in (
       source, " ".join(flags), version, jax.__version__, jax.lib.__version__ if hasattr(jax.lib, "__version__")
@@ -143,6 +151,9 @@ def _build() -> str:
   try:
     result = subprocess.run([cxx, *flags, "-I", include, _SOURCE, "-o", tmp], capture_output=True, text=True,
                             check=False)
+    if result.returncode != 0:  # a compiler without the tuning flags: build for the baseline ISA instead
+      result = subprocess.run([cxx, *flags[3:], "-O3", "-I", include, _SOURCE, "-o", tmp], capture_output=True,
+                              text=True, check=False)
     if result.returncode != 0:
       raise RuntimeError(f"{cxx} failed (exit {result.returncode}):\n{result.stderr[-2000:]}")
     os.replace(tmp, path)  # atomic: a concurrent process sees either no library or a whole one
@@ -212,8 +223,9 @@ def apply_step(tx: GradientTransformation, grads: Updates, state: OptState, para
     grads: the gradients, a pytree shaped like ``params``.
     state: ``tx``'s state.
     params: the current parameters.
-    kernel: ``"auto"`` (the fused kernel where it applies and can be built, else the XLA step), ``"fused"`` (the
-      same, but raise if ``tx`` cannot take the fused step or the kernel cannot be built) or ``"xla"``
+    kernel: ``"auto"`` (the fused kernel where it applies, can be built and pays off: when the float32 leaves
+      hold at least 32,768 values on average; else the XLA step), ``"fused"`` (the kernel whatever the leaf sizes,
+      and raise if ``tx`` cannot take the fused step or the kernel cannot be built) or ``"xla"``
       (always ``update`` + ``apply_updates``: use it to differentiate through the step, which the kernel does not
       support, or under ``jit`` with arrays sharded over several devices).
     **extra_args: passed to ``tx.update`` (the fused optimizers take none).
@@ -247,6 +259,8 @@ def apply_step(tx: GradientTransformation, grads: Updates, state: OptState, para
     reason = _why_not(spec)
     if reason is None and _sharded(params):
       reason = "params are sharded over several devices, and the kernel is unaware of sharding"
+    if reason is None and kernel == "auto" and _mean_float32_leaf(params) < AUTO_MIN_MEAN_LEAF:
+      return _xla_step(tx, grads, state, params, extra_args)  # small leaves: the kernel would not be faster
     if reason is None:
       available, failure = kernel_available()
       if not available:
@@ -263,6 +277,11 @@ def apply_step(tx: GradientTransformation, grads: Updates, state: OptState, para
     if kernel == "fused":
       raise ValueError(f"adamx.apply_step: kernel='fused' is not possible: {reason}")
   return _xla_step(tx, grads, state, params, extra_args)
+
+
+def _mean_float32_leaf(params: Params) -> float:
+  sizes = [int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(params) if jnp.result_type(x) == jnp.float32]
+  return sum(sizes) / len(sizes) if sizes else 0.0
 
 
 def _why_not(spec: FusedSpec | None) -> str | None:
@@ -360,6 +379,12 @@ def _fused_step(spec: FusedSpec, grads: Updates, state: OptState, params: Params
 
 
 def _call_kernel(mode: int, hp: jax.Array, p: list, g: list, m: list, v: list) -> list[jax.Array]:
+  """The kernel over the leaves ``p, g, m, v``: ``[p'..., m'..., v'...]``, one custom call per
+  :data:`_LEAVES_PER_CALL` leaves (XLA's compile time grows faster than linearly in a call's aliased operands)."""
+  k = _LEAVES_PER_CALL
+  if len(p) > k:
+    outs = [_call_kernel(mode, hp, p[i:i + k], g[i:i + k], m[i:i + k], v[i:i + k]) for i in range(0, len(p), k)]
+    return [x for part in range(3) for o in outs for x in o[part * len(o) // 3:(part + 1) * len(o) // 3]]
   n = len(p)
   shapes = [jax.ShapeDtypeStruct(jnp.shape(x), jnp.float32) for x in p] * 3
   # Operands: hp, p_0..p_{n-1}, g_..., m_..., v_...; results p_..., m_..., v_... (each aliased to its operand).

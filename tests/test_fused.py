@@ -159,6 +159,22 @@ def test_one_pass_of_28_bytes_per_parameter():
   assert hlo.bytes_per_element(xla_text, n) == pytest.approx(40.0, abs=0.1)
 
 
+def test_many_leaves_are_split_over_several_calls(rng):
+  """Past _fused._LEAVES_PER_CALL leaves the step is several custom calls (XLA compiles one call's aliased
+  operands in superlinear time): still 28 bytes per parameter, one loop per leaf, and the XLA step's numbers."""
+  shapes = [(int(n),) for n in rng.integers(1, 300, size=2 * _fused._LEAVES_PER_CALL + 5)]
+  text = _adamw_hlo(shapes)
+  n = sum(s[0] for s in shapes)
+  assert text.split("\nENTRY ")[1].count("custom-call(") == 3
+  assert hlo.bytes_per_element(text, n, min_elements=1) == pytest.approx(28.0, abs=0.5)  # + the 10 scalars, once
+  tx = adamx.adamw(1e-3, weight_decay=1e-2)
+  params = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in shapes]
+  state, grads = tx.init(params), _grads(rng, params)
+  fused = jax.jit(lambda p, g, s: adamx.apply_step(tx, g, s, p, kernel="fused"))
+  xla = jax.jit(lambda p, g, s: adamx.apply_step(tx, g, s, p, kernel="xla"))
+  _assert_same(fused(params, grads, state), xla(params, grads, state))
+
+
 def test_without_donation_xla_copies_the_aliased_buffers():
   """What donation buys: without it XLA must keep the inputs and copies params, mu and nu before the kernel."""
   text = _adamw_hlo([(512, 64)], donate=False)
@@ -211,6 +227,14 @@ def test_traced_hyperparameters_and_vmap(rng):
   assert not np.array_equal(np.asarray(got[0]), np.asarray(got[2]))
 
 
+def test_auto_takes_the_kernel_where_leaves_are_large():
+  tx = adamx.adamw(1e-3)
+  for shapes, fused in (([(_fused.AUTO_MIN_MEAN_LEAF,)] * 2, True), ([(1000,)] * 40, False)):
+    params = [jnp.ones(s, jnp.float32) for s in shapes]
+    text = hlo.compiled_text(lambda p, g, s: adamx.apply_step(tx, g, s, p), params, params, tx.init(params))
+    assert ("custom-call(" in text) == fused
+
+
 def test_auto_falls_back_to_the_xla_step(rng):
   params = _tree(rng)
   grads = _grads(rng, params)
@@ -261,7 +285,7 @@ def test_a_missing_compiler_warns_once_and_falls_back(monkeypatch, tmp_path, rng
   monkeypatch.setenv("ADAMX_CACHE_DIR", str(tmp_path))
   monkeypatch.setattr(_fused, "_compiler", lambda: None)
   tx = adamx.adamw(1e-3)
-  params = {"w": jnp.ones(3)}
+  params = {"w": jnp.ones(_fused.AUTO_MIN_MEAN_LEAF)}  # large enough for "auto" to want the kernel
   with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found"):
     adamx.apply_step(tx, params, tx.init(params), params)
   with pytest.raises(ValueError, match="could not be built"):

@@ -23,6 +23,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -56,29 +59,28 @@ inline float MulAdd(float a, float b, float c) {
 #endif
 }
 
+// Not inlined, so that the __restrict__ promises hold in the function the vectorizer looks at. In place
+// (po == p, ...) they still hold element-wise: each element is read before it is written and no other element is
+// touched.
 template <bool kL2, bool kDecoupled>
-void Step(const Hyper& h, const Leaf& leaf, int64_t begin, int64_t end) {
-  const float* __restrict__ p = leaf.p;
-  const float* __restrict__ g = leaf.g;
-  const float* __restrict__ m = leaf.m;
-  const float* __restrict__ v = leaf.v;
-  float* __restrict__ po = leaf.p_out;
-  float* __restrict__ mo = leaf.m_out;
-  float* __restrict__ vo = leaf.v_out;
-  // In place (po == p, ...) the __restrict__ promise still holds element-wise: each element is read before it is
-  // written and no other element is touched.
-  const float r1 = 1.0f / h.bc1, r2 = 1.0f / h.bc2;
+__attribute__((noinline)) void Step(const Hyper h, const float* __restrict__ p, const float* __restrict__ g,
+                                    const float* __restrict__ m, const float* __restrict__ v, float* __restrict__ po,
+                                    float* __restrict__ mo, float* __restrict__ vo, int64_t begin, int64_t end) {
+  // Locals, not h's fields: the compiler cannot prove the stores below leave *h alone, and would reload the fields
+  // every iteration instead of vectorizing the loop.
+  const float c1 = h.c1, d1 = h.d1, c2 = h.c2, d2 = h.d2, eps_root = h.eps_root, eps = h.eps, wd = h.wd;
+  const float neg_lr = h.neg_lr, r1 = 1.0f / h.bc1, r2 = 1.0f / h.bc2;
   for (int64_t j = begin; j < end; ++j) {
     const float pj = p[j];
     float gj = g[j];
-    if (kL2) gj = MulAdd(pj, h.wd, gj);
-    const float mj = MulAdd(gj, h.c1, m[j] * h.d1);
+    if (kL2) gj = MulAdd(pj, wd, gj);
+    const float mj = MulAdd(gj, c1, m[j] * d1);
     // LLVM contracts the other product of this sum when g is itself an FMA (the coupled-L2 case); either way it
     // is the same sum, rounded as XLA:CPU rounds it.
-    const float vj = kL2 ? MulAdd(v[j], h.d2, (gj * gj) * h.c2) : MulAdd(gj * gj, h.c2, v[j] * h.d2);
-    float u = (mj * r1) / (std::sqrt(MulAdd(vj, r2, h.eps_root)) + h.eps);
-    if (kDecoupled) u = MulAdd(pj, h.wd, u);
-    po[j] = MulAdd(u, h.neg_lr, pj);
+    const float vj = kL2 ? MulAdd(v[j], d2, (gj * gj) * c2) : MulAdd(gj * gj, c2, v[j] * d2);
+    float u = (mj * r1) / (std::sqrt(MulAdd(vj, r2, eps_root)) + eps);
+    if (kDecoupled) u = MulAdd(pj, wd, u);
+    po[j] = MulAdd(u, neg_lr, pj);
     mo[j] = mj;
     vo[j] = vj;
   }
@@ -89,11 +91,74 @@ void StepRange(const Hyper& h, const std::vector<Leaf>& leaves, int64_t begin, i
   int64_t offset = 0;
   for (const Leaf& leaf : leaves) {
     const int64_t lo = std::max(begin, offset), hi = std::min(end, offset + leaf.size);
-    if (lo < hi) Step<kL2, kDecoupled>(h, leaf, lo - offset, hi - offset);
+    if (lo < hi) {
+      Step<kL2, kDecoupled>(h, leaf.p, leaf.g, leaf.m, leaf.v, leaf.p_out, leaf.m_out, leaf.v_out, lo - offset,
+                            hi - offset);
+    }
     offset += leaf.size;
     if (offset >= end) break;
   }
 }
+
+// A pool of worker threads, started on first use and kept for the life of the process (starting threads for each
+// call cost ~50 us, as much as the whole step of a 1M-parameter tree). Run(t, fn) calls fn(0), ..., fn(t - 1), fn(0)
+// and any part no worker has taken on the calling thread, and returns when all are done. One Run at a time.
+class Pool {
+ public:
+  static Pool& Get(int64_t workers) {
+    static Pool* pool = new Pool(workers);  // never destroyed: no joining at exit
+    return *pool;
+  }
+
+  void Run(int64_t t, const std::function<void(int64_t)>& fn) {
+    std::lock_guard<std::mutex> one_at_a_time(run_mu_);
+    std::unique_lock<std::mutex> lock(mu_);
+    task_ = &fn;
+    n_tasks_ = t;
+    next_ = 1;
+    remaining_ = t - 1;
+    ++generation_;
+    wake_.notify_all();
+    lock.unlock();
+    fn(0);
+    lock.lock();
+    TakeTasks(lock);
+    done_.wait(lock, [&] { return remaining_ == 0; });
+    task_ = nullptr;
+  }
+
+ private:
+  explicit Pool(int64_t workers) {
+    for (int64_t i = 0; i < workers; ++i) std::thread([this] { Loop(); }).detach();
+  }
+
+  void TakeTasks(std::unique_lock<std::mutex>& lock) {
+    while (task_ != nullptr && next_ < n_tasks_) {
+      const int64_t k = next_++;
+      const std::function<void(int64_t)>* fn = task_;
+      lock.unlock();
+      (*fn)(k);
+      lock.lock();
+      if (--remaining_ == 0) done_.notify_all();
+    }
+  }
+
+  void Loop() {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      wake_.wait(lock, [&] { return generation_ != seen; });
+      seen = generation_;
+      TakeTasks(lock);
+    }
+  }
+
+  std::mutex run_mu_, mu_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int64_t)>* task_ = nullptr;
+  int64_t n_tasks_ = 0, next_ = 0, remaining_ = 0;
+  uint64_t generation_ = 0;
+};
 
 ffi::Error AdamStepImpl(int64_t mode, int64_t threads, int64_t min_per_thread, ffi::RemainingArgs args,
                         ffi::RemainingRets rets) {
@@ -123,7 +188,8 @@ ffi::Error AdamStepImpl(int64_t mode, int64_t threads, int64_t min_per_thread, f
         return ffi::Error::InvalidArgument("adamx adam_step: every operand of a leaf must be float32 of one size");
       }
     }
-    auto po = rets.get<ffi::AnyBuffer>(i), mo = rets.get<ffi::AnyBuffer>(n + i), vo = rets.get<ffi::AnyBuffer>(2 * n + i);
+    auto po = rets.get<ffi::AnyBuffer>(i), mo = rets.get<ffi::AnyBuffer>(n + i);
+    auto vo = rets.get<ffi::AnyBuffer>(2 * n + i);
     if (!po.has_value()) return po.error();
     if (!mo.has_value()) return mo.error();
     if (!vo.has_value()) return vo.error();
@@ -148,12 +214,9 @@ ffi::Error AdamStepImpl(int64_t mode, int64_t threads, int64_t min_per_thread, f
     return ffi::Error::Success();
   }
   // Contiguous ranges over the concatenated leaves, cut at multiples of 64 elements (whole cache lines).
-  std::vector<std::thread> workers;
-  workers.reserve(t - 1);
   auto cut = [&](int64_t k) { return k == t ? total : (total * k / t) / 64 * 64; };
-  for (int64_t k = 1; k < t; ++k) workers.emplace_back(run, cut(k), cut(k + 1));
-  run(0, cut(1));
-  for (auto& w : workers) w.join();
+  const std::function<void(int64_t)> part = [&](int64_t k) { run(cut(k), cut(k + 1)); };
+  Pool::Get(t - 1).Run(t, part);
   return ffi::Error::Success();
 }
 
