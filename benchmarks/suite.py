@@ -92,15 +92,21 @@ def _jax_tree(tree: Tree, value: float) -> dict[str, jax.Array]:
   return {f"p{i:04d}": jnp.full(s, value, jnp.float32) for i, s in enumerate(tree.leaves)}
 
 
-def time_jax(tx: Any, tree: Tree, steps: int, flat: bool = False) -> tuple[float, float, float, float]:
+def time_jax(tx: Any, tree: Tree, steps: int, flat: bool = False, fused: bool = False, identity: bool = False
+             ) -> tuple[float, float, float, float]:
   """``(best step ms, compile s, HLO bytes/param, state bytes/param)`` for a jitted, donated step of ``tx``; with
   ``flat``, on the params and gradients packed by :func:`adamx.flatten_params` (the step alone is timed: the
-  gradient's assembly into the flat buffer happens in the model's backward pass)."""
+  gradient's assembly into the flat buffer happens in the model's backward pass); with ``fused``, the step is
+  ``adamx.apply_step(..., kernel="fused")`` instead of ``update`` + ``apply_updates``."""
   import optax
 
   import adamx
 
   def step(params, state, grads):
+    if identity:
+      return params, state
+    if fused:
+      return adamx.apply_step(tx, grads, state, params, kernel="fused")
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 
@@ -168,26 +174,44 @@ def stream_triad_gbps(n: int = 1 << 26, repeats: int = 10) -> float:
 LOW_MEMORY_MAX_LEAVES = 300
 
 
-def jax_impls(lr: float = 1e-3, wd: float = 1e-2) -> list[tuple[str, Callable[[], Any], bool, bool]]:
-  """``(name, make transform, flat store, low memory)``: the flat-store row runs only on trees of several leaves,
-  the low-memory rows (issue 7's states) only on trees of at most :data:`LOW_MEMORY_MAX_LEAVES` leaves."""
+@dataclasses.dataclass(frozen=True)
+class JaxImpl:
+  """One JAX row: ``flat`` runs only on trees of several leaves, ``low_memory`` (issue 7's states) only on trees
+  of at most :data:`LOW_MEMORY_MAX_LEAVES` leaves; ``fused`` times ``adamx.apply_step``'s fused kernel;
+  ``identity`` times a jitted step that returns params and state unchanged: the cost of dispatching the call and
+  its arrays, a floor for every JAX row on the same tree."""
+
+  name: str
+  make: Callable[[], Any]
+  flat: bool = False
+  low_memory: bool = False
+  fused: bool = False
+  identity: bool = False
+
+
+def jax_impls(lr: float = 1e-3, wd: float = 1e-2) -> list[JaxImpl]:
   import optax
 
   import adamx
 
   return [
-      ("adamx.adamw", lambda: adamx.adamw(lr, weight_decay=wd), False, False),
-      ("adamx.adamw flat store", lambda: adamx.adamw(lr, weight_decay=wd), True, False),
-      ("optax.adamw", lambda: optax.adamw(lr, weight_decay=wd), False, False),
-      ("adamx.adam", lambda: adamx.adam(lr), False, False),
-      ("optax.adam", lambda: optax.adam(lr), False, False),
-      ("adamx.adamw bf16 moments", lambda: adamx.adamw(lr, weight_decay=wd, mu_dtype=jnp.bfloat16,
-                                                       nu_dtype=jnp.bfloat16), False, True),
-      ("adamx.adamw bf16, stochastic nu", lambda: adamx.compress_state(
-          adamx.adamw(lr, weight_decay=wd), mu=adamx.bf16(), nu=adamx.bf16("stochastic")), False, True),
-      ("adamx.adamw 8-bit", lambda: adamx.compress_state(
-          adamx.adamw(lr, weight_decay=wd), mu=adamx.blockwise_8bit(), nu=adamx.blockwise_8bit()), False, True),
-      ("adamx.adamw factored", lambda: adamx.adamw(lr, weight_decay=wd, factored=True), False, True),
+      JaxImpl("jax.jit identity (dispatch floor)", lambda: adamx.adamw(lr, weight_decay=wd), identity=True),
+      JaxImpl("adamx.adamw", lambda: adamx.adamw(lr, weight_decay=wd)),
+      JaxImpl("adamx.adamw fused", lambda: adamx.adamw(lr, weight_decay=wd), fused=True),
+      JaxImpl("adamx.adamw flat store", lambda: adamx.adamw(lr, weight_decay=wd), flat=True),
+      JaxImpl("adamx.adamw fused, flat store", lambda: adamx.adamw(lr, weight_decay=wd), flat=True, fused=True),
+      JaxImpl("optax.adamw", lambda: optax.adamw(lr, weight_decay=wd)),
+      JaxImpl("adamx.adam", lambda: adamx.adam(lr)),
+      JaxImpl("adamx.adam fused", lambda: adamx.adam(lr), fused=True),
+      JaxImpl("optax.adam", lambda: optax.adam(lr)),
+      JaxImpl("adamx.adamw bf16 moments", lambda: adamx.adamw(lr, weight_decay=wd, mu_dtype=jnp.bfloat16,
+                                                              nu_dtype=jnp.bfloat16), low_memory=True),
+      JaxImpl("adamx.adamw bf16, stochastic nu", lambda: adamx.compress_state(
+          adamx.adamw(lr, weight_decay=wd), mu=adamx.bf16(), nu=adamx.bf16("stochastic")), low_memory=True),
+      JaxImpl("adamx.adamw 8-bit", lambda: adamx.compress_state(
+          adamx.adamw(lr, weight_decay=wd), mu=adamx.blockwise_8bit(), nu=adamx.blockwise_8bit()),
+          low_memory=True),
+      JaxImpl("adamx.adamw factored", lambda: adamx.adamw(lr, weight_decay=wd, factored=True), low_memory=True),
   ]
 
 
@@ -206,18 +230,31 @@ def run(trees: Sequence[Tree], steps: int, *, with_torch: bool = True, log: Call
         ) -> list[Result]:
   results = []
   for tree in trees:
-    for name, make, flat, low_memory in jax_impls():
-      if (flat and len(tree.leaves) == 1) or (low_memory and len(tree.leaves) > LOW_MEMORY_MAX_LEAVES):
+    for impl in jax_impls():
+      if (impl.flat and len(tree.leaves) == 1) or (impl.low_memory and len(tree.leaves) > LOW_MEMORY_MAX_LEAVES):
         continue
-      ms, comp, hb, sb = time_jax(make(), tree, steps, flat)
-      results.append(Result(tree.name, tree.size, len(tree.leaves), name, ms, comp, hb, sb))
-      log(f"{tree.name:>26}  {name:<32} {ms:9.3f} ms  compile {comp:6.2f} s  HLO {hb:5.1f} B/param")
+      if impl.fused and not _fused_kernel_available(log):
+        continue
+      ms, comp, hb, sb = time_jax(impl.make(), tree, steps, impl.flat, impl.fused, impl.identity)
+      results.append(Result(tree.name, tree.size, len(tree.leaves), impl.name, ms, comp, hb, sb))
+      log(f"{tree.name:>26}  {impl.name:<32} {ms:9.3f} ms  compile {comp:6.2f} s  HLO {hb:5.1f} B/param")
     if with_torch:
       for name, cls, kw in torch_impls():
         ms, sb = time_torch(cls, kw, tree, steps)
         results.append(Result(tree.name, tree.size, len(tree.leaves), name, ms, None, None, sb))
         log(f"{tree.name:>26}  {name:<32} {ms:9.3f} ms")
   return results
+
+
+def _fused_kernel_available(log: Callable[[str], None]) -> bool:
+  """Whether ``adamx.apply_step``'s kernel could be built (the first call builds it); says why not, once."""
+  from adamx import _fused
+
+  available, reason = _fused.kernel_available()
+  if not available and not getattr(_fused_kernel_available, "said", False):
+    _fused_kernel_available.said = True
+    log(f"skipping the fused rows: {reason}")
+  return available
 
 
 def environment() -> dict[str, str]:
