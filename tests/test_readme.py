@@ -18,7 +18,7 @@ README = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 def test_training_step_example_runs_and_fits():
   blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
-  assert len(blocks) == 5
+  assert len(blocks) == 6
   assert len(blocks[1].strip().splitlines()) <= 13  # "ten lines": the step, plus init and the loop
   namespace: dict = {}
   for block in blocks[:2]:
@@ -60,6 +60,21 @@ def test_low_memory_examples_run_and_print_the_stated_savings(capsys):
   exec(compile(blocks[4], "README.md", "exec"), namespace)  # noqa: S102
   changed = np.unique(np.nonzero(np.asarray(namespace["table"]) != 1.0)[0])
   np.testing.assert_array_equal(changed, [3, 17, 999])
+
+
+def test_fused_step_example_gives_the_training_steps_numbers():
+  """The Performance section's apply_step loop trains the model to bitwise the params of the ten-line step."""
+  blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+  call = "adamx.apply_step(tx, grads, opt_state, params)"
+  assert call in blocks[5]
+  # As written (kernel="auto", which takes the XLA step on leaves this small) and with the kernel forced.
+  for block in (blocks[5], blocks[5].replace(call, call[:-1] + ', kernel="fused")')):
+    namespace: dict = {}
+    for b in (blocks[0], blocks[1], block):
+      exec(compile(b, "README.md", "exec"), namespace)  # noqa: S102 (our own README)
+    for key in ("w", "b"):  # bitwise, after 1,000 steps with a schedule and weight decay
+      np.testing.assert_array_equal(namespace["fused_params"][key], namespace["params"][key])
+    assert int(namespace["fused_state"][0].count) == 1_000
 
 
 def _section(title: str) -> str:
