@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import hashlib
+import importlib.metadata
 import os
 import platform
 import shutil
@@ -125,6 +126,13 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
+def _jaxlib_version() -> str:
+  try:
+    return importlib.metadata.version("jaxlib")
+  except importlib.metadata.PackageNotFoundError:
+    return ""
+
+
 def _build() -> str:
   """Compile the kernel (or find it in the cache); returns the path of the shared library."""
   cxx = _compiler()
@@ -139,8 +147,8 @@ def _build() -> str:
            "-shared", "-fPIC", "-pthread", "-w"]
   version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
   key = hashlib.sha256(b"\0".join(x.encode() if isinstance(x, str) else x for x in (
-      source, " ".join(flags), version, jax.__version__, jax.lib.__version__ if hasattr(jax.lib, "__version__")
-      else "", include, _cpu_flags(), platform.machine()))).hexdigest()[:16]
+      source, " ".join(flags), version, jax.__version__, _jaxlib_version(), include, _cpu_flags(),
+      platform.machine()))).hexdigest()[:16]
   out_dir = _cache_dir()
   path = os.path.join(out_dir, f"adam_step-{key}.so")
   if os.path.exists(path):
