@@ -214,8 +214,8 @@ def apply_step(tx: GradientTransformation, grads: Updates, state: OptState, para
   ``updates, new_state = tx.update(grads, state, params)``. For :func:`adamx.adam` and :func:`adamx.adamw` on
   XLA:CPU it runs the step of every float32 leaf in one multi-threaded loop that reads params, grads, ``mu`` and
   ``nu`` once and writes params, ``mu`` and ``nu`` once: 28 bytes per parameter instead of the 40 of ``update`` +
-  ``apply_updates``, and one operation for the whole tree instead of three per leaf (which is what makes compile
-  times grow with the leaf count). The params and the state it returns are bitwise those of the jitted XLA step
+  ``apply_updates``, and one operation per 32 leaves instead of three per leaf (which is what makes compile times
+  grow with the leaf count). The params and the state it returns are bitwise those of the jitted XLA step
   (with coupled L2, ``adam(weight_decay > 0)``, within a few ulps: XLA:CPU rounds one of its sums differently for
   different leaf shapes); donate them (``jax.jit(step, donate_argnums=...)``) so that the update happens in place.
   Run eagerly, the XLA step rounds every product separately and differs from both by a few ulps.
