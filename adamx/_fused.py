@@ -85,6 +85,17 @@ def register(tx: GradientTransformation, spec: FusedSpec) -> GradientTransformat
   return tx
 
 
+#: Wrappers whose step is their inner optimizer's (inject_hyperparams): update -> step(grads, state, params,
+#: kernel, extra_args) -> (params, state), which calls apply_step on the inner optimizer.
+_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def register_step(tx: GradientTransformation, step: Callable[..., tuple[Params, OptState]]) -> GradientTransformation:
+  """Record ``step`` as ``tx``'s :func:`apply_step` (for a wrapper around an optimizer); returns ``tx``."""
+  _STEPS[tx.update] = step
+  return tx
+
+
 def spec_of(tx: Any) -> FusedSpec | None:
   """The :class:`FusedSpec` of a transform made by :func:`adamx.adam` or :func:`adamx.adamw`, else None."""
   try:
@@ -221,10 +232,10 @@ def apply_step(tx: GradientTransformation, grads: Updates, state: OptState, para
   Run eagerly, the XLA step rounds every product separately and differs from both by a few ulps.
 
   The fused path covers ``adam``/``adamw`` without ``nesterov`` or ``factored``, with any learning rate or schedule,
-  arrays and traced hyperparameters included, and weight-decay masks of booleans per leaf. Leaves that are not
-  float32 (bfloat16, float64, complex, ``mu_dtype``/``nu_dtype`` other than float32) or have an elementwise
-  (array) mask take the XLA step within the same call. On other platforms (GPU, TPU), XLA already fuses the step,
-  and ``apply_step`` lowers to the XLA step.
+  arrays and traced hyperparameters included (:func:`adamx.inject_hyperparams` of them too), and weight-decay
+  masks of booleans per leaf. Leaves that are not float32 (bfloat16, float64, complex, ``mu_dtype``/``nu_dtype``
+  other than float32) or have an elementwise (array) mask take the XLA step within the same call. On other
+  platforms (GPU, TPU), XLA already fuses the step, and ``apply_step`` lowers to the XLA step.
 
   Args:
     tx: any gradient transformation (adamx or optax).
@@ -262,6 +273,13 @@ def apply_step(tx: GradientTransformation, grads: Updates, state: OptState, para
   _checks.check_choice("apply_step", "kernel", kernel, KERNELS)
   if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
     raise TypeError(f"adamx.apply_step: tx must be a gradient transformation with init and update, got {tx!r}")
+  if kernel != "xla":
+    try:
+      step = _STEPS.get(tx.update)
+    except TypeError:
+      step = None
+    if step is not None:
+      return step(grads, state, params, kernel, extra_args)
   spec = spec_of(tx)
   if kernel != "xla":
     reason = _why_not(spec)
@@ -294,8 +312,8 @@ def _mean_float32_leaf(params: Params) -> float:
 
 def _why_not(spec: FusedSpec | None) -> str | None:
   if spec is None:
-    return ("tx was not made by adamx.adam or adamx.adamw (only those have a fused kernel; wrappers such as "
-            "inject_hyperparams hide it)")
+    return ("tx was not made by adamx.adam or adamx.adamw, or adamx.inject_hyperparams of one of them (only those "
+            "have a fused kernel; other wrappers hide it)")
   if not spec.fusible:
     return f"adamx.{spec.name} with nesterov=True or factored=True has no fused kernel"
   return None

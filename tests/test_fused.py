@@ -11,6 +11,7 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import adamx
@@ -227,6 +228,28 @@ def test_traced_hyperparameters_and_vmap(rng):
   assert not np.array_equal(np.asarray(got[0]), np.asarray(got[2]))
 
 
+def test_inject_hyperparams_takes_the_inner_optimizers_fused_step(rng):
+  """adamx.inject_hyperparams(adamw): the kernel runs with the injected (traced) hyperparameters, a schedule
+  among them, and the state (count, hyperparams, inner state) is the XLA step's. The hyperparameters are arrays
+  here, as in test_traced_hyperparameters_and_vmap, hence ulps rather than bits."""
+  tx = adamx.inject_hyperparams(adamx.adamw)(adamx.linear_schedule(1e-2, 1e-3, 10), weight_decay=0.1)
+  params = {"w": jnp.asarray(rng.standard_normal((64, 33)), jnp.float32),
+            "b": jnp.asarray(rng.standard_normal(9), jnp.bfloat16)}
+  state = tx.init(params)
+  fused = jax.jit(lambda p, g, s: adamx.apply_step(tx, g, s, p, kernel="fused"))
+  xla = jax.jit(lambda p, g, s: adamx.apply_step(tx, g, s, p, kernel="xla"))
+  assert "custom-call(" in hlo.compiled_text(fused, params, params, state)
+  for t in range(10):
+    grads = _grads(rng, params)
+    got = fused(params, grads, state)
+    params, state = xla(params, grads, state)
+    _assert_same(got, (params, state), max_ulps=8, where=f"step {t}")
+  assert int(state.count) == 10 and float(state.hyperparams["learning_rate"]) == pytest.approx(1e-3 + 9e-3 / 10)
+  tx = adamx.inject_hyperparams(adamx.lion)(1e-3)
+  with pytest.raises(ValueError, match="kernel='fused' is not possible"):
+    adamx.apply_step(tx, params, tx.init(params), params, kernel="fused")
+
+
 def test_auto_takes_the_kernel_where_leaves_are_large():
   tx = adamx.adamw(1e-3)
   for shapes, fused in (([(_fused.AUTO_MIN_MEAN_LEAF,)] * 2, True), ([(1000,)] * 40, False)):
@@ -238,7 +261,8 @@ def test_auto_takes_the_kernel_where_leaves_are_large():
 def test_auto_falls_back_to_the_xla_step(rng):
   params = _tree(rng)
   grads = _grads(rng, params)
-  for tx in (adamx.lion(1e-3), adamx.adamw(1e-3, nesterov=True), adamx.inject_hyperparams(adamx.adamw)(1e-3)):
+  for tx in (adamx.lion(1e-3), adamx.adamw(1e-3, nesterov=True), adamx.inject_hyperparams(adamx.adamw)(1e-3),
+             optax.adamw(1e-3)):
     state = tx.init(params)
     got = adamx.apply_step(tx, grads, state, params)
     updates, want_state = tx.update(grads, state, params)

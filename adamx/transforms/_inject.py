@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adamx import _checks, _tree
+from adamx import _checks, _fused, _tree
 from adamx._base import GradientTransformation, _accepts_extra_args
 
 _NUMERIC_ANNOTATIONS = ("ArrayLike", "Schedule", "float")
@@ -201,7 +201,7 @@ def inject_hyperparams(
       hyperparams = {k: _as_hyperparam(schedules[k](count) if k in schedules else numeric[k], dtype) for k in names}
       return InjectHyperparamsState(count=count, hyperparams=hyperparams, inner_state=build(hyperparams).init(params))
 
-    def update(updates, state, params=None, **extra_args):
+    def next_hyperparams(state):
       if not isinstance(state, InjectHyperparamsState) or set(state.hyperparams) != set(names):
         got = sorted(state.hyperparams) if isinstance(state, InjectHyperparamsState) else type(state).__name__
         raise ValueError(f"adamx.{fn}: state must be the InjectHyperparamsState of init with hyperparams "
@@ -213,6 +213,10 @@ def inject_hyperparams(
           hyperparams[k] = _as_hyperparam(schedules[k](state.count), jnp.result_type(old))
         else:
           hyperparams[k] = _as_hyperparam(old, hyperparam_dtype)
+      return hyperparams
+
+    def update(updates, state, params=None, **extra_args):
+      hyperparams = next_hyperparams(state)
       inner = build(hyperparams)
       if _accepts_extra_args(inner.update):
         updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
@@ -221,6 +225,13 @@ def inject_hyperparams(
       return updates, InjectHyperparamsState(count=_tree.safe_increment(state.count), hyperparams=hyperparams,
                                              inner_state=inner_state)
 
-    return GradientTransformation(init, update)
+    def step(grads, state, params, kernel, extra_args):  # adamx.apply_step: the inner optimizer's fused step
+      hyperparams = next_hyperparams(state)
+      params, inner_state = _fused.apply_step(build(hyperparams), grads, state.inner_state, params, kernel=kernel,
+                                              **extra_args)
+      return params, InjectHyperparamsState(count=_tree.safe_increment(state.count), hyperparams=hyperparams,
+                                            inner_state=inner_state)
+
+    return _fused.register_step(GradientTransformation(init, update), step)
 
   return injected
