@@ -96,12 +96,17 @@ def register_step(tx: GradientTransformation, step: Callable[..., tuple[Params, 
   return tx
 
 
-def spec_of(tx: Any) -> FusedSpec | None:
-  """The :class:`FusedSpec` of a transform made by :func:`adamx.adam` or :func:`adamx.adamw`, else None."""
+def _registered(table: weakref.WeakKeyDictionary, tx: Any) -> Any:
+  """What ``register`` or ``register_step`` recorded in ``table`` for ``tx``, else None."""
   try:
-    return _SPECS.get(tx.update)
+    return table.get(tx.update)
   except TypeError:  # an update that cannot be weakly referenced was never registered
     return None
+
+
+def spec_of(tx: Any) -> FusedSpec | None:
+  """The :class:`FusedSpec` of a transform made by :func:`adamx.adam` or :func:`adamx.adamw`, else None."""
+  return _registered(_SPECS, tx)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -273,36 +278,33 @@ def apply_step(tx: GradientTransformation, grads: Updates, state: OptState, para
   _checks.check_choice("apply_step", "kernel", kernel, KERNELS)
   if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
     raise TypeError(f"adamx.apply_step: tx must be a gradient transformation with init and update, got {tx!r}")
-  if kernel != "xla":
-    try:
-      step = _STEPS.get(tx.update)
-    except TypeError:
-      step = None
-    if step is not None:
-      return step(grads, state, params, kernel, extra_args)
+  if kernel == "xla":
+    return _xla_step(tx, grads, state, params, extra_args)
+  step = _registered(_STEPS, tx)
+  if step is not None:  # a wrapper (inject_hyperparams): its inner optimizer's apply_step
+    return step(grads, state, params, kernel, extra_args)
   spec = spec_of(tx)
-  if kernel != "xla":
-    reason = _why_not(spec)
-    if reason is None and _sharded(params):
-      reason = "params are sharded over several devices, and the kernel is unaware of sharding"
-    if reason is None and kernel == "auto" and _mean_float32_leaf(params) < AUTO_MIN_MEAN_LEAF:
-      return _xla_step(tx, grads, state, params, extra_args)  # small leaves: the kernel would not be faster
-    if reason is None:
-      available, failure = kernel_available()
-      if not available:
-        reason = f"the fused kernel could not be built ({failure})"
-        if kernel == "auto":
-          _warn_once(reason)
-    if reason is None:
-      _tree.check_structure("apply_step", "grads", grads, "params", params)
-      if jax.default_backend() == "cpu":
-        return _fused_step(spec, grads, state, params)
-      return jax.lax.platform_dependent(
-          grads, state, params, cpu=lambda g, s, p: _fused_step(spec, g, s, p),
-          default=lambda g, s, p: _xla_step(tx, g, s, p, extra_args))
+  reason = _why_not(spec)
+  if reason is None and _sharded(params):
+    reason = "params are sharded over several devices, and the kernel is unaware of sharding"
+  if reason is None and kernel == "auto" and _mean_float32_leaf(params) < AUTO_MIN_MEAN_LEAF:
+    return _xla_step(tx, grads, state, params, extra_args)  # small leaves: the kernel would not be faster
+  if reason is None:
+    available, failure = kernel_available()
+    if not available:
+      reason = f"the fused kernel could not be built ({failure})"
+      if kernel == "auto":
+        _warn_once(reason)
+  if reason is not None:
     if kernel == "fused":
       raise ValueError(f"adamx.apply_step: kernel='fused' is not possible: {reason}")
-  return _xla_step(tx, grads, state, params, extra_args)
+    return _xla_step(tx, grads, state, params, extra_args)
+  _tree.check_structure("apply_step", "grads", grads, "params", params)
+  if jax.default_backend() == "cpu":
+    return _fused_step(spec, grads, state, params)
+  return jax.lax.platform_dependent(
+      grads, state, params, cpu=lambda g, s, p: _fused_step(spec, g, s, p),
+      default=lambda g, s, p: _xla_step(tx, g, s, p, extra_args))
 
 
 def _mean_float32_leaf(params: Params) -> float:
