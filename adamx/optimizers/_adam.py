@@ -243,15 +243,14 @@ def adam(
   valid = _common.validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
   _checks.check_bool(fn, "nesterov", nesterov)
   _common.validate_factored(fn, factored, min_dim_size_to_factor, factored_eps)
-  _common.validate_optimizer(fn, learning_rate, weight_decay)
+  valid_lr, valid_wd = _common.validate_optimizer(fn, learning_rate, weight_decay)
   tx = chain(
       add_l2_regularization(weight_decay),
       scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype, nesterov=nesterov, factored=factored,
                     min_dim_size_to_factor=min_dim_size_to_factor, factored_eps=factored_eps),
       scale_by_learning_rate(learning_rate),
   )
-  return _fused_spec(tx, fn, _fused.L2, 1, learning_rate, weight_decay, None, valid, nesterov or factored,
-                     lambda mask: tx)
+  return _fused_spec(tx, fn, _fused.L2, 1, valid_lr, valid_wd, None, valid, nesterov or factored, lambda mask: tx)
 
 
 def adamw(
@@ -317,7 +316,7 @@ def adamw(
   valid = _common.validate(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
   _checks.check_bool(fn, "nesterov", nesterov)
   _common.validate_factored(fn, factored, min_dim_size_to_factor, factored_eps)
-  _common.validate_optimizer(fn, learning_rate, weight_decay, mask)
+  valid_lr, valid_wd = _common.validate_optimizer(fn, learning_rate, weight_decay, mask)
   tx = chain(
       scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype, nesterov=nesterov, factored=factored,
                     min_dim_size_to_factor=min_dim_size_to_factor, factored_eps=factored_eps),
@@ -329,19 +328,16 @@ def adamw(
     return adamw(learning_rate, b1, b2, eps, eps_root, weight_decay, mask=other_mask, mu_dtype=mu_dtype,
                  nu_dtype=nu_dtype)
 
-  return _fused_spec(tx, fn, _fused.DECOUPLED, 0, learning_rate, weight_decay, mask, valid, nesterov or factored,
-                     with_mask)
+  return _fused_spec(tx, fn, _fused.DECOUPLED, 0, valid_lr, valid_wd, mask, valid, nesterov or factored, with_mask)
 
 
 def _fused_spec(tx: GradientTransformation, fn: str, decay: int, adam_index: int, learning_rate: Any,
                 weight_decay: Any, mask: Any, valid: tuple, unfusible: bool, rebuild: Any) -> GradientTransformation:
-  """Register ``tx`` with :func:`adamx.apply_step`'s fused kernel (the hyperparameters as validated)."""
+  """Register ``tx`` with :func:`adamx.apply_step`'s fused kernel (every hyperparameter as validated)."""
   b1, b2, eps, eps_root, _, _ = valid
   return _fused.register(tx, _fused.FusedSpec(
-      name=fn, decay=decay, adam_index=adam_index,
-      learning_rate=_checks.check_scalar_or_schedule(fn, "learning_rate", learning_rate), b1=b1, b2=b2, eps=eps,
-      eps_root=eps_root, weight_decay=_checks.check_non_negative(fn, "weight_decay", weight_decay), mask=mask,
-      fusible=not unfusible, rebuild=rebuild))
+      name=fn, decay=decay, adam_index=adam_index, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps,
+      eps_root=eps_root, weight_decay=weight_decay, mask=mask, fusible=not unfusible, rebuild=rebuild))
 
 
 def amsgrad(

@@ -59,11 +59,13 @@ def validate(fn: str, b1: Any, b2: Any, eps: Any, eps_root: Any = 0.0, mu_dtype:
           _checks.canonicalize_dtype(fn, "mu_dtype", mu_dtype), _checks.canonicalize_dtype(fn, "nu_dtype", nu_dtype))
 
 
-def validate_optimizer(fn: str, learning_rate: Any, weight_decay: Any, mask: Any = None) -> None:
-  """The arguments an optimizer adds to its ``scale_by_``: the learning rate, the decay and its mask."""
-  _checks.check_scalar_or_schedule(fn, "learning_rate", learning_rate)
-  _checks.check_non_negative(fn, "weight_decay", weight_decay)
+def validate_optimizer(fn: str, learning_rate: Any, weight_decay: Any, mask: Any = None) -> tuple[Any, Any]:
+  """The arguments an optimizer adds to its ``scale_by_``: the learning rate, the decay and its mask; returns the
+  validated ``(learning_rate, weight_decay)``."""
+  learning_rate = _checks.check_scalar_or_schedule(fn, "learning_rate", learning_rate)
+  weight_decay = _checks.check_non_negative(fn, "weight_decay", weight_decay)
   _checks.check_mask(fn, mask)
+  return learning_rate, weight_decay
 
 
 def init_moments(fn: str, params: Any, mu_dtype: Any, nu_dtype: Any,
