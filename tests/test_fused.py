@@ -17,6 +17,7 @@ import pytest
 import adamx
 from adamx import _fused
 from benchmarks import hlo
+from tests import trees
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None
                                 and shutil.which("clang++") is None, reason="no C++ compiler to build the kernel")
@@ -25,17 +26,13 @@ STEPS = 40
 
 
 def _tree(rng):
-  """A mixed pytree: nested dict/list/tuple; scalar, 1-D, 2-D (odd sizes, so vector loops have remainders), 3-D,
-  a bf16 and a complex leaf (the last two take the XLA step inside apply_step)."""
-  f = lambda *s: jnp.asarray(rng.standard_normal(s), jnp.float32)
-  return {"w": f(67, 33), "b": [f(), f(7), (f(3, 4, 5), jnp.asarray(rng.standard_normal(9), jnp.bfloat16))],
-          "big": f(70_001), "c": jnp.asarray(rng.standard_normal(5) + 1j * rng.standard_normal(5), jnp.complex64)}
-
-
-def _grads(rng, params):
-  return jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape) + (1j * rng.standard_normal(x.shape)
-                                                                            if jnp.iscomplexobj(x) else 0), x.dtype),
-                      params)
+  """The suite's mixed pytree (nested dict/list/tuple; scalar, 1-D, 2-D, 3-D, a bf16 and a complex leaf, the last
+  two taking the XLA step inside apply_step), plus a 2-D leaf of odd sizes (vector loops with remainders) and one
+  large enough for the kernel to split over threads."""
+  params = trees.mixed_params(rng)
+  params["w"] = jnp.asarray(rng.standard_normal((67, 33)), jnp.float32)
+  params["big"] = jnp.asarray(rng.standard_normal(70_001), jnp.float32)
+  return params
 
 
 def _ulps(a, b):
@@ -82,7 +79,7 @@ def test_fused_step_equals_the_xla_step(name, rng):
   xla = jax.jit(lambda p, g, s: adamx.apply_step(tx, g, s, p, kernel="xla"))
   fused = jax.jit(lambda p, g, s: adamx.apply_step(tx, g, s, p, kernel="fused"))
   for t in range(STEPS):
-    grads = _grads(rng, params)
+    grads = trees.random_like(rng, params)
     got = fused(params, grads, state)
     params, state = xla(params, grads, state)
     _assert_same(got, (params, state), max_ulps, where=f"{name} step {t}")
@@ -92,7 +89,7 @@ def test_fused_step_equals_the_xla_step(name, rng):
 def test_xla_kernel_is_update_plus_apply_updates(rng):
   tx = adamx.adamw(1e-2, weight_decay=1e-1)
   params = _tree(rng)
-  state, grads = tx.init(params), _grads(rng, params)
+  state, grads = tx.init(params), trees.random_like(rng, params)
   updates, want_state = tx.update(grads, state, params)
   _assert_same(adamx.apply_step(tx, grads, state, params, kernel="xla"),
                (adamx.apply_updates(params, updates), want_state))
@@ -125,7 +122,7 @@ def test_flat_store_takes_the_fused_step(rng):
   flat, layout = adamx.flatten_params(params)
   tx = adamx.adamw(1e-2, weight_decay=1e-1)
   state = tx.init(flat)
-  grads, _ = adamx.flatten_params(_grads(rng, params))
+  grads, _ = adamx.flatten_params(trees.random_like(rng, params))
   fused = jax.jit(lambda p, g, s: adamx.apply_step(tx, g, s, p, kernel="fused"))
   xla = jax.jit(lambda p, g, s: adamx.apply_step(tx, g, s, p, kernel="xla"))
   _assert_same(fused(flat, grads, state), xla(flat, grads, state))
@@ -170,7 +167,7 @@ def test_many_leaves_are_split_over_several_calls(rng):
   assert hlo.bytes_per_element(text, n, min_elements=1) == pytest.approx(28.0, abs=0.5)  # + the 10 scalars, once
   tx = adamx.adamw(1e-3, weight_decay=1e-2)
   params = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in shapes]
-  state, grads = tx.init(params), _grads(rng, params)
+  state, grads = tx.init(params), trees.random_like(rng, params)
   fused = jax.jit(lambda p, g, s: adamx.apply_step(tx, g, s, p, kernel="fused"))
   xla = jax.jit(lambda p, g, s: adamx.apply_step(tx, g, s, p, kernel="xla"))
   _assert_same(fused(params, grads, state), xla(params, grads, state))
@@ -188,7 +185,7 @@ def test_donated_buffers_are_updated_in_place(rng):
   state = tx.init(params)
   step = jax.jit(lambda p, g, s: adamx.apply_step(tx, g, s, p, kernel="fused"), donate_argnums=(0, 2))
   ptr = params["w"].unsafe_buffer_pointer()
-  new_params, _ = step(params, _grads(rng, params), state)
+  new_params, _ = step(params, trees.random_like(rng, params), state)
   assert params["w"].is_deleted()
   assert new_params["w"].unsafe_buffer_pointer() == ptr
 
@@ -199,7 +196,7 @@ def test_no_recompilation_across_steps_with_a_schedule(rng):
   state = tx.init(params)
   step = jax.jit(lambda p, g, s: adamx.apply_step(tx, g, s, p, kernel="fused"))
   for _ in range(5):
-    params, state = step(params, _grads(rng, params), state)
+    params, state = step(params, trees.random_like(rng, params), state)
   assert step._cache_size() == 1
   assert int(state[2].count) == 5
 
@@ -207,7 +204,7 @@ def test_no_recompilation_across_steps_with_a_schedule(rng):
 def test_traced_hyperparameters_and_vmap(rng):
   """Hyperparameters may be traced (the kernel reads them from an operand), and vmap batches the call."""
   params = {"w": jnp.asarray(rng.standard_normal((4, 16)), jnp.float32)}
-  grads = _grads(rng, params)
+  grads = trees.random_like(rng, params)
 
   def step(lr, wd, p, g):
     tx = adamx.adamw(lr, weight_decay=wd)
@@ -240,7 +237,7 @@ def test_inject_hyperparams_takes_the_inner_optimizers_fused_step(rng):
   xla = jax.jit(lambda p, g, s: adamx.apply_step(tx, g, s, p, kernel="xla"))
   assert "custom-call(" in hlo.compiled_text(fused, params, params, state)
   for t in range(10):
-    grads = _grads(rng, params)
+    grads = trees.random_like(rng, params)
     got = fused(params, grads, state)
     params, state = xla(params, grads, state)
     _assert_same(got, (params, state), max_ulps=8, where=f"step {t}")
@@ -260,7 +257,7 @@ def test_auto_takes_the_kernel_where_leaves_are_large():
 
 def test_auto_falls_back_to_the_xla_step(rng):
   params = _tree(rng)
-  grads = _grads(rng, params)
+  grads = trees.random_like(rng, params)
   for tx in (adamx.lion(1e-3), adamx.adamw(1e-3, nesterov=True), adamx.inject_hyperparams(adamx.adamw)(1e-3),
              optax.adamw(1e-3)):
     state = tx.init(params)
@@ -279,7 +276,7 @@ def test_array_masks_and_non_float32_leaves_take_the_xla_step(rng):
     fused = jax.jit(lambda p, g, s: adamx.apply_step(tx, g, s, p, kernel="fused"))
     xla = jax.jit(lambda p, g, s: adamx.apply_step(tx, g, s, p, kernel="xla"))
     for _ in range(3):
-      grads = _grads(rng, params)
+      grads = trees.random_like(rng, params)
       got, want = fused(params, grads, state), xla(params, grads, state)
       _assert_same(got, want)
       params, state = got
