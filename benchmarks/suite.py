@@ -228,12 +228,17 @@ def torch_impls(lr: float = 1e-3, wd: float = 1e-2) -> list[tuple[str, Any, dict
 
 def run(trees: Sequence[Tree], steps: int, *, with_torch: bool = True, log: Callable[[str], None] = print
         ) -> list[Result]:
+  from adamx import _fused
+
+  fused_available, why_not = _fused.kernel_available()  # builds adamx.apply_step's kernel on its first use
+  if not fused_available:
+    log(f"skipping the fused rows: {why_not}")
   results = []
   for tree in trees:
     for impl in jax_impls():
       if (impl.flat and len(tree.leaves) == 1) or (impl.low_memory and len(tree.leaves) > LOW_MEMORY_MAX_LEAVES):
         continue
-      if impl.fused and not _fused_kernel_available(log):
+      if impl.fused and not fused_available:
         continue
       ms, comp, hb, sb = time_jax(impl.make(), tree, steps, impl.flat, impl.fused, impl.identity)
       results.append(Result(tree.name, tree.size, len(tree.leaves), impl.name, ms, comp, hb, sb))
@@ -244,17 +249,6 @@ def run(trees: Sequence[Tree], steps: int, *, with_torch: bool = True, log: Call
         results.append(Result(tree.name, tree.size, len(tree.leaves), name, ms, None, None, sb))
         log(f"{tree.name:>26}  {name:<32} {ms:9.3f} ms")
   return results
-
-
-def _fused_kernel_available(log: Callable[[str], None]) -> bool:
-  """Whether ``adamx.apply_step``'s kernel could be built (the first call builds it); says why not, once."""
-  from adamx import _fused
-
-  available, reason = _fused.kernel_available()
-  if not available and not getattr(_fused_kernel_available, "said", False):
-    _fused_kernel_available.said = True
-    log(f"skipping the fused rows: {reason}")
-  return available
 
 
 def environment() -> dict[str, str]:
