@@ -101,8 +101,8 @@ void StepRange(const Hyper& h, const std::vector<Leaf>& leaves, int64_t begin, i
 }
 
 // A pool of worker threads, started on first use and kept for the life of the process (starting threads for each
-// call cost ~50 us, as much as the whole step of a 1M-parameter tree). Run(t, fn) calls fn(0), ..., fn(t - 1), fn(0)
-// and any part no worker has taken on the calling thread, and returns when all are done. One Run at a time.
+// call cost ~50 us, as much as the whole step of a 1M-parameter tree). Run(t, fn) calls fn(0), ..., fn(t - 1), and
+// returns when all are done: fn(0), and any part no worker has taken, on the calling thread. One Run at a time.
 class Pool {
  public:
   static Pool& Get(int64_t workers) {
@@ -216,7 +216,9 @@ ffi::Error AdamStepImpl(int64_t mode, int64_t threads, int64_t min_per_thread, f
   // Contiguous ranges over the concatenated leaves, cut at multiples of 64 elements (whole cache lines).
   auto cut = [&](int64_t k) { return k == t ? total : (total * k / t) / 64 * 64; };
   const std::function<void(int64_t)> part = [&](int64_t k) { run(cut(k), cut(k + 1)); };
-  Pool::Get(t - 1).Run(t, part);
+  // The pool is sized by the thread budget, not by this call's t: a first call on a small tree must not leave
+  // every later, larger one with fewer workers.
+  Pool::Get(threads - 1).Run(t, part);
   return ffi::Error::Success();
 }
 
