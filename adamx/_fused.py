@@ -48,7 +48,7 @@ _MIN_PER_THREAD = 1 << 16
 #: measured on XLA:CPU (benchmarks/RESULTS.md), the custom call's fixed costs match what its one pass saves: on
 #: 200 x 5k the two are within noise, on 2,000 x 1k the kernel is ~10% slower; from 1M-value leaves up it is faster.
 AUTO_MIN_MEAN_LEAF = 1 << 15
-#: Leaves per custom call (see _call_kernel).
+#: Leaves per custom call (see _fused_step).
 _LEAVES_PER_CALL = 32  # 2,000 leaves of 1k: 3.1 s to compile in calls of 32, 4.9 s of 64, 10 s of 256
 # The kernel's modes (its "mode" attribute): which weight decay it applies.
 PLAIN, L2, DECOUPLED = 0, 1, 2
@@ -383,11 +383,15 @@ def _fused_step(spec: FusedSpec, grads: Updates, state: OptState, params: Params
     hp = jnp.stack([_f32(1 - spec.b1), _f32(spec.b1), _f32(1 - spec.b2), _f32(spec.b2), bc1, bc2,
                     _f32(spec.eps_root), _f32(spec.eps), _f32(spec.weight_decay if decays else 0.0), _f32(-lr)])
     for mode, idx in groups.items():
-      outs = _call_kernel(mode, hp, [p_leaves[i] for i in idx], [g_leaves[i] for i in idx],
-                          [m_leaves[i] for i in idx], [v_leaves[i] for i in idx])
-      n = len(idx)
-      for j, i in enumerate(idx):
-        new_p[i], new_m[i], new_v[i] = outs[j], outs[n + j], outs[2 * n + j]
+      # One custom call per _LEAVES_PER_CALL leaves: XLA's compile time grows faster than linearly in a call's
+      # aliased operands.
+      for start in range(0, len(idx), _LEAVES_PER_CALL):
+        chunk = idx[start:start + _LEAVES_PER_CALL]
+        outs = _call_kernel(mode, hp, [p_leaves[i] for i in chunk], [g_leaves[i] for i in chunk],
+                            [m_leaves[i] for i in chunk], [v_leaves[i] for i in chunk])
+        n = len(chunk)
+        for j, i in enumerate(chunk):
+          new_p[i], new_m[i], new_v[i] = outs[j], outs[n + j], outs[2 * n + j]
   if rest:
     sub_tx = spec.rebuild([masks[i] for i in rest])
     sub_state = list(state)
@@ -407,12 +411,7 @@ def _fused_step(spec: FusedSpec, grads: Updates, state: OptState, params: Params
 
 
 def _call_kernel(mode: int, hp: jax.Array, p: list, g: list, m: list, v: list) -> list[jax.Array]:
-  """The kernel over the leaves ``p, g, m, v``: ``[p'..., m'..., v'...]``, one custom call per
-  :data:`_LEAVES_PER_CALL` leaves (XLA's compile time grows faster than linearly in a call's aliased operands)."""
-  k = _LEAVES_PER_CALL
-  if len(p) > k:
-    outs = [_call_kernel(mode, hp, p[i:i + k], g[i:i + k], m[i:i + k], v[i:i + k]) for i in range(0, len(p), k)]
-    return [x for part in range(3) for o in outs for x in o[part * len(o) // 3:(part + 1) * len(o) // 3]]
+  """One custom call of the kernel over the leaves ``p, g, m, v``: ``[p'..., m'..., v'...]``."""
   n = len(p)
   shapes = [jax.ShapeDtypeStruct(jnp.shape(x), jnp.float32) for x in p] * 3
   # Operands: hp, p_0..p_{n-1}, g_..., m_..., v_...; results p_..., m_..., v_... (each aliased to its operand).
