@@ -6,7 +6,9 @@ benchmarks/hlo.py), donation and recompilation. Nothing here is timed; benchmark
 
 from __future__ import annotations
 
-import shutil
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +21,7 @@ from adamx import _fused
 from benchmarks import hlo
 from tests import trees
 
-pytestmark = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None
-                                and shutil.which("clang++") is None, reason="no C++ compiler to build the kernel")
+pytestmark = pytest.mark.skipif(_fused._compiler() is None, reason="no C++ compiler to build the kernel")
 
 STEPS = 40
 
@@ -311,3 +312,33 @@ def test_a_missing_compiler_warns_once_and_falls_back(monkeypatch, tmp_path, rng
     adamx.apply_step(tx, params, tx.init(params), params)
   with pytest.raises(ValueError, match="could not be built"):
     adamx.apply_step(tx, params, tx.init(params), params, kernel="fused")
+
+
+# The kernel's thread pool is created on its first parallel call and lives as long as the process, hence a child
+# process: it counts its OS threads around a first call on a leaf of 3 * 2^16 values (3 parts under
+# _MIN_PER_THREAD = 2^16) with a budget of 8 threads, both steps compiled and the XLA step run beforehand.
+_POOL = """
+import os
+import jax, jax.numpy as jnp, adamx
+tx = adamx.adamw(1e-3)
+small, big = {"w": jnp.ones(3 * 65536)}, {"w": jnp.ones(16 * 65536)}
+xla = jax.jit(lambda p, g, s: adamx.apply_step(tx, g, s, p, kernel="xla"))
+fused = jax.jit(lambda p, g, s: adamx.apply_step(tx, g, s, p, kernel="fused"))
+jax.block_until_ready([xla(small, small, tx.init(small)), xla(big, big, tx.init(big))])
+on_small, on_big = fused.lower(small, small, tx.init(small)).compile(), fused.lower(big, big, tx.init(big)).compile()
+before = len(os.listdir("/proc/self/task"))
+jax.block_until_ready(on_small(small, small, tx.init(small)))
+jax.block_until_ready(on_big(big, big, tx.init(big)))
+print(len(os.listdir("/proc/self/task")) - before)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_the_thread_pool_is_sized_by_the_thread_budget_not_the_first_call():
+  """A first call that needs 3 threads must not leave the later 16-part call with 2 workers: the pool starts the
+  budget's 7 workers (the calling thread is the 8th) whatever the first call's size."""
+  env = {**os.environ, "ADAMX_FUSED_THREADS": "8", "JAX_PLATFORMS": "cpu"}
+  child = subprocess.run([sys.executable, "-c", _POOL], capture_output=True, text=True, env=env, timeout=300,
+                         check=False)
+  assert child.returncode == 0, child.stderr
+  assert int(child.stdout.split()[-1]) >= 7, child.stdout
